@@ -1,0 +1,230 @@
+"""Energy networks: E(x) and E(x | c), lower is more plausible.
+
+For reinforcement learning x is an action a and c a state s, and E(s, a) = -Q(s, a), so the
+Boltzmann policy is pi(a|s) ∝ exp(-E(s, a)/alpha) = exp(Q(s, a)/alpha) (Haarnoja et al. 2017).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ebrl._validation import check_choice, check_int, check_tensor
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+}
+
+EnergyFn = Callable[[Tensor], Tensor]
+
+
+def _linear(n_in: int, n_out: int, spectral_norm: bool) -> nn.Module:
+    layer = nn.Linear(n_in, n_out)
+    if spectral_norm:
+        # Bounds each layer's Lipschitz constant: keeps contrastively trained energies smooth
+        # (Du & Mordatch 2019, sec. 3.3).
+        layer = nn.utils.parametrizations.spectral_norm(layer)
+    return layer
+
+
+def _check_hidden(hidden_sizes: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(hidden_sizes, int | str) or not isinstance(hidden_sizes, Sequence):
+        raise TypeError(f"hidden_sizes must be a sequence of ints, got {hidden_sizes!r}")
+    return tuple(check_int("hidden_sizes[i]", h, minimum=1) for h in hidden_sizes)
+
+
+class Energy(nn.Module):
+    """Base class of energies E(x | c) over ``x_dim``-dimensional x with optional context c.
+
+    Subclasses implement :meth:`energy`; :meth:`condition` returns the function x -> E(x | c)
+    that samplers take, with the context's share of the work done once.
+    """
+
+    x_dim: int
+    context_dim: int
+
+    def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Energy of ``x`` of shape ``(..., x_dim)``; returns shape ``x.shape[:-1]``."""
+        raise NotImplementedError
+
+    def condition(self, context: Tensor | None = None) -> EnergyFn:
+        """The function x -> E(x | context) for a fixed context (what a sampler runs on)."""
+        return lambda x: self.energy(x, context)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+
+class MLPEnergy(Energy):
+    """Unconditional MLP energy E_theta(x) with a scalar output.
+
+    Args:
+        x_dim: dimension of x.
+        hidden_sizes: widths of the hidden layers.
+        activation: one of ``ACTIVATIONS``; smooth activations (SiLU, the default) give the
+            smooth input gradients Langevin dynamics needs (Du & Mordatch 2019).
+        spectral_norm: wrap every linear layer in spectral normalisation.
+        context_dim: if > 0, the energy is conditional, E(x | c), with c concatenated to x.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "silu",
+        spectral_norm: bool = False,
+        context_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.x_dim = check_int("x_dim", x_dim, minimum=1)
+        self.context_dim = check_int("context_dim", context_dim, minimum=0)
+        hidden = _check_hidden(hidden_sizes)
+        act = ACTIVATIONS[check_choice("activation", activation, list(ACTIVATIONS))]
+        layers: list[nn.Module] = []
+        n_in = self.x_dim + self.context_dim
+        for h in hidden:
+            layers += [_linear(n_in, h, spectral_norm), act()]
+            n_in = h
+        layers.append(_linear(n_in, 1, spectral_norm))
+        self.net = nn.Sequential(*layers)
+
+    def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        check_tensor("x", x, last_dim=self.x_dim)
+        if self.context_dim:
+            if context is None:
+                raise ValueError(f"context is required: this energy has context_dim={self.context_dim}")
+            context = _broadcast_context(context, x, self.context_dim)
+            x = torch.cat([x, context], dim=-1)
+        elif context is not None:
+            raise ValueError("context must be None for an unconditional energy (context_dim=0)")
+        return self.net(x).squeeze(-1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.energy(x, context)
+
+
+def _broadcast_context(context: Tensor, x: Tensor, context_dim: int, name: str = "context") -> Tensor:
+    """Expand ``context`` of shape ``S + (c,)`` to ``x.shape[:-1] + (c,)``.
+
+    ``x`` has shape ``S + C + (d,)``: the context's leading shape must be a prefix of x's, and it
+    is broadcast over the extra (chain) dimensions C.
+    """
+    check_tensor(name, context, last_dim=context_dim)
+    lead_c, lead_x = context.shape[:-1], x.shape[:-1]
+    if len(lead_c) > len(lead_x) or lead_x[: len(lead_c)] != lead_c:
+        raise ValueError(
+            f"{name} of shape {tuple(context.shape)} does not match x of shape {tuple(x.shape)}: "
+            "the leading (batch) shape of the context must be a prefix of x's leading shape"
+        )
+    extra = len(lead_x) - len(lead_c)
+    context = context.reshape(*lead_c, *([1] * extra), context_dim)
+    return context.expand(*lead_x, context_dim)
+
+
+class StateActionEnergy(Energy):
+    """State-action energy E_theta(s, a) = -Q_theta(s, a).
+
+    The first layer is split, W_s s + W_a a, so that a state's share is computed once and
+    broadcast over all of its action chains (the sampler's inner loop only pays for W_a a).
+
+    Args:
+        obs_dim: dimension of the state s.
+        act_dim: dimension of the action a (actions live in the normalised box [-1, 1]^act_dim).
+        hidden_sizes: widths of the hidden layers (at least one).
+        activation: one of ``ACTIVATIONS`` (SiLU default: smooth gradients for Langevin).
+        spectral_norm: wrap every linear layer in spectral normalisation.
+
+    Shapes: ``states`` is ``S + (obs_dim,)`` and ``actions`` is ``S + C + (act_dim,)``; the state
+    is broadcast over the extra chain dimensions C, e.g. states ``(batch, obs)`` with actions
+    ``(batch, chains, act)``. The result has shape ``actions.shape[:-1]``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: str = "silu",
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.obs_dim = self.context_dim = check_int("obs_dim", obs_dim, minimum=1)
+        self.act_dim = self.x_dim = check_int("act_dim", act_dim, minimum=1)
+        hidden = _check_hidden(hidden_sizes)
+        if not hidden:
+            raise ValueError("hidden_sizes must have at least one layer for StateActionEnergy, got ()")
+        act = ACTIVATIONS[check_choice("activation", activation, list(ACTIVATIONS))]
+        self.state_in = _linear(self.obs_dim, hidden[0], spectral_norm)
+        # Bias lives in state_in only: the sum W_s s + b + W_a a is one linear layer on (s, a).
+        self.action_in = nn.Linear(self.act_dim, hidden[0], bias=False)
+        if spectral_norm:
+            self.action_in = nn.utils.parametrizations.spectral_norm(self.action_in)
+        self.act = act()
+        layers: list[nn.Module] = []
+        n_in = hidden[0]
+        for h in hidden[1:]:
+            layers += [_linear(n_in, h, spectral_norm), act()]
+            n_in = h
+        layers.append(_linear(n_in, 1, spectral_norm))
+        self.trunk = nn.Sequential(*layers)
+
+    def _state_features(self, states: Tensor, actions: Tensor) -> Tensor:
+        feats = self.state_in(check_tensor("states", states, last_dim=self.obs_dim))
+        return _broadcast_context(feats, actions, feats.shape[-1], name="states")
+
+    def _energy_from_features(self, feats: Tensor, actions: Tensor) -> Tensor:
+        return self.trunk(self.act(feats + self.action_in(actions))).squeeze(-1)
+
+    def forward(self, states: Tensor, actions: Tensor) -> Tensor:
+        """E(s, a) with ``states`` ``S + (obs_dim,)`` and ``actions`` ``S + C + (act_dim,)``."""
+        check_tensor("actions", actions, last_dim=self.act_dim)
+        return self._energy_from_features(self._state_features(states, actions), actions)
+
+    def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Generic form: x are actions, the context the states (required)."""
+        if context is None:
+            raise ValueError("context (the states) is required for a StateActionEnergy")
+        return self.forward(context, x)
+
+    def q_value(self, states: Tensor, actions: Tensor) -> Tensor:
+        """Q(s, a) = -E(s, a)."""
+        return -self.forward(states, actions)
+
+    def condition(self, context: Tensor | None = None) -> EnergyFn:
+        """a -> E(s, a) for fixed states, with W_s s computed once (and without a graph).
+
+        The state features are detached: samplers only need gradients with respect to actions,
+        and a detached prefix keeps the per-step backward pass as short as possible.
+        """
+        if context is None:
+            raise ValueError("context (the states) is required for a StateActionEnergy")
+        check_tensor("states", context, last_dim=self.obs_dim)
+        with torch.no_grad():
+            base = self.state_in(context)
+
+        # Shape of the prefix as seen by actions S + C + (act_dim,): singleton chain dims.
+        lead = base.shape[:-1]
+
+        def energy_fn(actions: Tensor) -> Tensor:
+            if actions.shape[: len(lead)] != lead or actions.shape[-1] != self.act_dim:
+                raise ValueError(
+                    f"actions of shape {tuple(actions.shape)} do not match states of shape "
+                    f"{tuple(context.shape)}: expected {tuple(lead)} + chains + ({self.act_dim},)"
+                )
+            extra = actions.dim() - 1 - len(lead)
+            feats = base.reshape(*lead, *([1] * extra), base.shape[-1])
+            return self._energy_from_features(feats, actions)
+
+        return energy_fn

@@ -1,0 +1,87 @@
+"""Derivative-free action search: iterative importance resampling (Implicit BC's optimiser)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ebrl._validation import check_fraction, check_positive_float
+from ebrl.samplers.base import EnergyFn, NonFiniteTracker, Sampler, SampleResult
+
+
+class DerivativeFree(Sampler):
+    """Iterative sampling-importance-resampling with shrinking Gaussian noise.
+
+    Florence et al. 2021 (Implicit BC, Alg. 1 "derivative-free optimizer"): evaluate E on all
+    chains, resample chains in proportion to softmax(-E/T), perturb them with N(0, sigma^2),
+    clip to the box, and shrink sigma; repeat. No gradients are taken, so any energy works,
+    including non-differentiable ones. A last resampling without noise returns chains distributed
+    approximately as p ∝ exp(-E/T) (sampling-importance-resampling, Rubin 1987); the best chain
+    is the search's answer.
+
+    Deterministic mode runs the same search with an internally seeded generator: randomness is
+    the search itself, so "noise-free" means "the same answer for the same input".
+
+    Args:
+        n_steps: number of resample-and-perturb iterations (Implicit BC: 3).
+        noise_scale: initial perturbation std sigma_0, in box units (Implicit BC: 0.33).
+        noise_shrink: factor applied to sigma after each iteration, in (0, 1] (Implicit BC: 0.5).
+        bounds: the box [low, high].
+    """
+
+    def __init__(
+        self,
+        n_steps: int = 3,
+        noise_scale: float = 0.33,
+        noise_shrink: float = 0.5,
+        bounds: Sequence[float] = (-1.0, 1.0),
+    ) -> None:
+        super().__init__(n_steps, bounds)
+        self.noise_scale = check_positive_float("noise_scale", noise_scale)
+        self.noise_shrink = check_fraction("noise_shrink", noise_shrink, allow_none=False)
+
+    @staticmethod
+    def _resample_index(e: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+        """Indices (batch, chains) of chains drawn with probability softmax(-E/T) per batch row."""
+        probs = torch.softmax(-e / temperature, dim=1)
+        return torch.multinomial(probs, e.shape[1], replacement=True, generator=generator)
+
+    @staticmethod
+    def _gather(x: Tensor, idx: Tensor) -> Tensor:
+        return torch.gather(x, 1, idx[..., None].expand(*idx.shape, x.shape[-1]))
+
+    def run_chains(
+        self,
+        energy_fn: EnergyFn,
+        x0: Tensor,
+        temperature: float,
+        generator: torch.Generator | None,
+        deterministic: bool,
+    ) -> SampleResult:
+        tracker = NonFiniteTracker(x0.device)
+        sigma = self.noise_scale
+        x = x0
+        with torch.no_grad():
+            e = e0 = energy_fn(x)
+            if e.shape != x.shape[:-1]:
+                raise ValueError(
+                    f"the energy must map x of shape {tuple(x.shape)} to shape {tuple(x.shape[:-1])}, "
+                    f"got {tuple(e.shape)}"
+                )
+            for k in range(self.n_steps):
+                tracker.update(k, energy=e)
+                # A NaN would poison multinomial; it gets zero weight here and the tracker reports it.
+                idx = self._resample_index(torch.nan_to_num(e, nan=torch.inf), temperature, generator)
+                noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+                x = (self._gather(x, idx) + sigma * noise).clamp(self.low, self.high)
+                sigma *= self.noise_shrink
+                e = energy_fn(x)
+            tracker.update(self.n_steps, energy=e)
+            tracker.check(type(self).__name__, self.n_steps)
+            if not deterministic:
+                # Final resampling without noise: the chains become (approximate) draws of p.
+                idx = self._resample_index(e, temperature, generator)
+                x, e = self._gather(x, idx), torch.gather(e, 1, idx)
+        return SampleResult(samples=x, energy=e, energy_drop=(e0 - e).mean())
