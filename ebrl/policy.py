@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ebrl._validation import check_int, check_positive_float, check_tensor
-from ebrl.energies import StateActionEnergy
+from ebrl.energies import Energy, StateActionEnergy
 from ebrl.samplers import Langevin, Sampler, SampleResult
 
 
@@ -24,7 +24,8 @@ class BoltzmannPolicy:
     """pi(a|s) ∝ exp(-E(s, a)/alpha) = exp(Q(s, a)/alpha) over actions in [-1, 1]^d.
 
     Args:
-        energy: the state-action energy E(s, a) = -Q(s, a).
+        energy: the state-action energy E(s, a) = -Q(s, a): a :class:`StateActionEnergy`, or any
+            conditional :class:`Energy` whose x is the action and whose context is the state.
         sampler: the MCMC action search (default: :func:`default_sampler`).
         temperature: alpha, the entropy temperature of maximum-entropy RL (Haarnoja et al. 2017).
         n_chains: chains per state used by :meth:`mode` (the search keeps the best of them).
@@ -34,14 +35,17 @@ class BoltzmannPolicy:
 
     def __init__(
         self,
-        energy: StateActionEnergy,
+        energy: StateActionEnergy | Energy,
         sampler: Sampler | None = None,
         temperature: float = 1.0,
         n_chains: int = 16,
         warm_start: bool = False,
     ) -> None:
-        if not isinstance(energy, StateActionEnergy):
-            raise TypeError(f"energy must be a StateActionEnergy, got {type(energy).__name__}")
+        if not isinstance(energy, Energy) or energy.context_dim < 1:
+            raise TypeError(
+                "energy must be a StateActionEnergy (or a conditional ebrl Energy with context_dim >= 1), "
+                f"got {type(energy).__name__}"
+            )
         if sampler is not None and not isinstance(sampler, Sampler):
             raise TypeError(f"sampler must be an ebrl Sampler, got {type(sampler).__name__}")
         self.energy = energy
@@ -53,15 +57,21 @@ class BoltzmannPolicy:
 
     @property
     def act_dim(self) -> int:
-        return self.energy.act_dim
+        return self.energy.x_dim
+
+    @property
+    def obs_dim(self) -> int:
+        return self.energy.context_dim
 
     def _states(self, states: Tensor) -> tuple[Tensor, bool]:
-        check_tensor("states", states, last_dim=self.energy.obs_dim)
+        check_tensor("states", states, last_dim=self.obs_dim)
         if states.dim() == 1:
             return states[None], True
         if states.dim() != 2:
-            raise ValueError(f"states must have shape (batch, {self.energy.obs_dim}) or "
-                             f"({self.energy.obs_dim},), got {tuple(states.shape)}")
+            raise ValueError(
+                f"states must have shape (batch, {self.obs_dim}) or ({self.obs_dim},), "
+                f"got {tuple(states.shape)}"
+            )
         return states, False
 
     def sample(self, states: Tensor, n: int = 1, generator: torch.Generator | None = None) -> Tensor:
@@ -113,7 +123,7 @@ class BoltzmannPolicy:
             (states.shape[0], n, dim), device=states.device, dtype=states.dtype, generator=generator
         )
         a = self.sampler.low + (self.sampler.high - self.sampler.low) * a
-        log_w = -self.energy(states, a) / self.temperature
+        log_w = -self.energy.energy(a, states) / self.temperature
         log_vol = dim * math.log(self.sampler.high - self.sampler.low)
         log_z = torch.logsumexp(log_w, dim=1) - math.log(n) + log_vol
         w = torch.exp(log_w - log_w.max(dim=1, keepdim=True).values)

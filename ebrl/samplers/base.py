@@ -63,30 +63,30 @@ class SampleResult:
 
 
 class NonFiniteTracker:
-    """Remembers, on the device, the first step at which a tensor was NaN/inf.
+    """Finds the first step at which a watched quantity was NaN or infinite, with one host sync.
 
-    Checking with ``.item()`` every step would synchronise a GPU each step; instead a device-side
-    flag is updated and read once when the loop ends.
+    Samplers hand it a scalar reduction per quantity and step (a sum: NaN and inf propagate
+    through it); checking each step with ``.item()`` would synchronise a GPU every step, so the
+    scalars are stacked and inspected once, when the loop ends.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.what: list[str] = []
+    def __init__(self) -> None:
+        self._records: list[tuple[int, str]] = []
+        self._values: list[Tensor] = []
 
-    def update(self, step: int, **tensors: Tensor) -> None:
-        for name, t in tensors.items():
-            bad = ~torch.isfinite(t).all()
-            if name not in self.what:
-                self.what.append(name)
-            code = step * 16 + self.what.index(name)
-            self.first_bad = torch.where(bad & (self.first_bad < 0), code, self.first_bad)
+    def update(self, step: int, **sums: Tensor) -> None:
+        for name, value in sums.items():
+            self._records.append((step, name))
+            self._values.append(value)
 
     def check(self, sampler: str, n_steps: int) -> None:
-        code = int(self.first_bad)
-        if code >= 0:
-            step, which = divmod(code, 16)
+        if not self._values:
+            return
+        bad = ~torch.isfinite(torch.stack(self._values))
+        if bool(bad.any()):
+            step, name = self._records[int(bad.nonzero()[0, 0])]
             raise NonFiniteError(
-                f"{sampler}: the {self.what[which]} became NaN or infinite at step {step} of {n_steps}; "
+                f"{sampler}: the {name} became NaN or infinite at step {step} of {n_steps}; "
                 "check the energy for overflow or lower the step size"
             )
 
@@ -113,7 +113,7 @@ def reflect(x: Tensor, low: float, high: float) -> Tensor:
     """
     width = high - low
     r = torch.remainder(x - low, 2 * width)
-    return low + width - (r - width).abs()
+    return r.sub_(width).abs_().neg_().add_(low + width)
 
 
 class Sampler(ABC):
@@ -213,7 +213,9 @@ class Sampler(ABC):
             generator = torch.Generator(device=x0.device).manual_seed(_FIXED_INIT_SEED)
         result = self.run_chains(energy_fn, x0, temperature, generator, deterministic)
         if not deterministic:
+            # Only a finished run replaces the persistent chains (a failed one leaves them as they were).
             self._chains = result.samples.detach()
+            self._reset_mask = None
         return result
 
     def reset_chains(self, mask: Tensor | None = None) -> None:
@@ -269,7 +271,6 @@ class Sampler(ABC):
             if self._reset_mask is not None:
                 keep = torch.where(self._reset_mask.to(x0.device)[:, None, None], x0, keep)
             x0 = keep.clone()
-        self._reset_mask = None
         return x0
 
 

@@ -17,9 +17,13 @@ class DerivativeFree(Sampler):
     Florence et al. 2021 (Implicit BC, Alg. 1 "derivative-free optimizer"): evaluate E on all
     chains, resample chains in proportion to softmax(-E/T), perturb them with N(0, sigma^2),
     clip to the box, and shrink sigma; repeat. No gradients are taken, so any energy works,
-    including non-differentiable ones. A last resampling without noise returns chains distributed
-    approximately as p ∝ exp(-E/T) (sampling-importance-resampling, Rubin 1987); the best chain
-    is the search's answer.
+    including non-differentiable ones.
+
+    This is a *search*, not an exact sampler: the first resampling from the uniform start is
+    sampling-importance-resampling (Rubin 1987), but every further round multiplies in the
+    weights again, so the chains concentrate on the lowest-energy basin (useful for action
+    selection; use :class:`~ebrl.samplers.MALA` for exact draws). A last resampling without noise
+    ends each call; the best chain is the search's answer.
 
     Deterministic mode runs the same search with an internally seeded generator: randomness is
     the search itself, so "noise-free" means "the same answer for the same input".
@@ -60,7 +64,7 @@ class DerivativeFree(Sampler):
         generator: torch.Generator | None,
         deterministic: bool,
     ) -> SampleResult:
-        tracker = NonFiniteTracker(x0.device)
+        tracker = NonFiniteTracker()
         sigma = self.noise_scale
         x = x0
         with torch.no_grad():
@@ -71,17 +75,17 @@ class DerivativeFree(Sampler):
                     f"got {tuple(e.shape)}"
                 )
             for k in range(self.n_steps):
-                tracker.update(k, energy=e)
+                tracker.update(k, energy=e.sum())
                 # A NaN would poison multinomial; it gets zero weight here and the tracker reports it.
                 idx = self._resample_index(torch.nan_to_num(e, nan=torch.inf), temperature, generator)
                 noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
                 x = (self._gather(x, idx) + sigma * noise).clamp(self.low, self.high)
                 sigma *= self.noise_shrink
                 e = energy_fn(x)
-            tracker.update(self.n_steps, energy=e)
+            tracker.update(self.n_steps, energy=e.sum())
             tracker.check(type(self).__name__, self.n_steps)
             if not deterministic:
-                # Final resampling without noise: the chains become (approximate) draws of p.
+                # Final resampling without noise, so that sampled chains favour low energy.
                 idx = self._resample_index(e, temperature, generator)
                 x, e = self._gather(x, idx), torch.gather(e, 1, idx)
         return SampleResult(samples=x, energy=e, energy_drop=(e0 - e).mean())

@@ -67,8 +67,8 @@ class MALA(Sampler):
         x = x0
         e, g = energy_and_grad(energy_fn, x)
         e0 = e
-        tracker = NonFiniteTracker(x.device)
-        tracker.update(0, energy=e, gradient=g)
+        tracker = NonFiniteTracker()
+        tracker.update(0, energy=e.sum(), gradient=g.sum())
         log_eps = torch.full((batch, 1, 1), math.log(self.step_size), device=x.device, dtype=x.dtype)
         accepted = torch.zeros((), device=x.device, dtype=x.dtype)
         grad_norm_sum = g.norm(dim=-1).mean()
@@ -88,8 +88,8 @@ class MALA(Sampler):
                 # Only proposals inside the box are part of the target; outside it E may be anything.
                 tracker.update(
                     k + 1,
-                    energy=torch.where(inside, e_y, 0.0),
-                    gradient=torch.where(inside[..., None], g_y, 0.0),
+                    energy=torch.where(inside, e_y, 0.0).sum(),
+                    gradient=torch.where(inside[..., None], g_y, 0.0).sum(),
                 )
                 if deterministic:
                     accept = inside & (e_y < e)

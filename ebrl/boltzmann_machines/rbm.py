@@ -1,0 +1,162 @@
+"""Bernoulli-Bernoulli restricted Boltzmann machine (Smolensky 1986; Hinton 2002)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._base import RBMBase
+from ._validation import as_data, check_bool, check_generator
+
+_BASE_RATE_EPS = 1e-3  # clip base rates away from 0 and 1 so that log(p / (1 - p)) stays finite
+
+
+def base_rate_logits(data: Tensor) -> Tensor:
+    """``log(p / (1 - p))`` of the column means of ``data`` (Hinton 2010, guide §8.1)."""
+    p = data.mean(0).clamp(_BASE_RATE_EPS, 1.0 - _BASE_RATE_EPS)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class RBM(RBMBase):
+    """Bernoulli-Bernoulli RBM with energy ``E(v, h) = -b.v - c.h - v.W.h`` (lower = more likely).
+
+    Trained by CD-k (Hinton 2002) or PCD-k (Tieleman 2008) with momentum, L2 weight decay and
+    optional centring (Montavon & Müller 2012; Melchior, Fischer & Wiskott 2016). Parameters are
+    ``weight`` ``W`` (n_visible, n_hidden), ``visible_bias`` ``b`` and ``hidden_bias`` ``c``; they
+    are created by ``fit`` (or at construction when ``n_visible`` is given) and every computation
+    runs on their device and dtype.
+
+    Args:
+        n_hidden: number of hidden units.
+        n_visible: number of visible units; ``None`` takes it from the data at ``fit``.
+        method: ``"pcd"`` (persistent contrastive divergence, Tieleman 2008) or ``"cd"`` (CD-k).
+        k: number of Gibbs steps per update in CD-k / PCD-k.
+        n_chains: number of persistent (fantasy) chains of PCD, independent of the batch size.
+        learning_rate: step size epsilon of the gradient ascent on the log-likelihood.
+        momentum: momentum coefficient after the warm-up (Hinton 2010, guide §9: 0.9).
+        initial_momentum: momentum during the first ``momentum_warmup`` epochs (guide §9: 0.5).
+        momentum_warmup: number of epochs that use ``initial_momentum``.
+        weight_decay: L2 penalty coefficient on ``W`` (guide §10: 1e-4 to 1e-2).
+        centering: subtract offsets (the data mean of ``v`` and a running mean of ``p(h|v)``) in
+            the gradient, the "centring trick" (Montavon & Müller 2012; Melchior et al. 2016).
+        offset_rate: rate of the running mean of the hidden offset (Melchior et al.: 0.01).
+        batch_size: mini-batch size.
+        n_epochs: passes over the data made by ``fit``.
+        lr_schedule: ``"constant"`` or ``"linear"`` decay to zero over ``fit`` (Tieleman 2008).
+        init_std: standard deviation of the initial weights (guide §8: 0.01).
+        binary_data: if True, ``fit`` accepts only 0/1 data; if False, values in [0, 1] are
+            treated as Bernoulli means (e.g. grey levels, or the hidden probabilities of a lower
+            layer in a :class:`DBN`). ``score_samples`` always needs binary data.
+        device: device of the parameters (``"auto"``: CUDA when present).
+        dtype: ``torch.float32`` or ``torch.float64``.
+        progress: show a tqdm progress bar in ``fit``.
+        generator: random source for the initial weights when ``n_visible`` is given.
+
+    Example:
+        >>> rbm = RBM(n_hidden=20, n_epochs=20).fit(X_binary)      # doctest: +SKIP
+        >>> rbm.score_samples(X_test).mean()                        # exact log-likelihood (nats)
+    """
+
+    def __init__(self, n_hidden: int, n_visible: int | None = None, *, binary_data: bool = True, **kwargs: Any):
+        self.binary_data = check_bool(binary_data, "binary_data")
+        self._fit_values = "binary" if binary_data else "unit"
+        super().__init__(n_hidden, n_visible, **kwargs)
+
+    def _init_visible(self, n_visible: int, data: Tensor | None) -> None:
+        kw = {"device": self.weight.device, "dtype": self.weight.dtype}
+        b = torch.zeros(n_visible, **kw) if data is None else base_rate_logits(data)
+        self.visible_bias = nn.Parameter(b, requires_grad=False)
+
+    def _visible_stat(self, v: Tensor) -> Tensor:
+        return v
+
+    def _visible_energy(self, v: Tensor) -> Tensor:
+        return -(v @ self.visible_bias)
+
+    def visible_mean(self, h: Tensor) -> Tensor:
+        """``p(v_i = 1 | h) = sigmoid(b_i + W_i.h)``."""
+        return torch.sigmoid(h @ self.weight.T + self.visible_bias)
+
+    visible_probabilities = visible_mean
+
+    def _sample_visible_given_mean(self, mean: Tensor, generator: torch.Generator | None) -> Tensor:
+        return torch.bernoulli(mean, generator=generator)
+
+    def _bias_gradient(self, v_data: Tensor, v_model: Tensor) -> Tensor:
+        return v_data.mean(0) - v_model.mean(0)
+
+    def _base_logits(self, data: Tensor | None = None) -> Tensor:
+        if data is not None:
+            return base_rate_logits(data)
+        if self.data_mean is not None:
+            return base_rate_logits(self.data_mean[None])
+        return self.visible_bias.detach().clone()
+
+    def _base_samples(self, n: int, generator: torch.Generator | None) -> Tensor:
+        p = torch.sigmoid(self._base_logits()).expand(n, -1)
+        return torch.bernoulli(p, generator=generator)
+
+    # ------------------------------------------------------------------ partition function
+    def log_z_layers(self) -> dict[str, int]:
+        """Both layers can be enumerated: the other one sums out in closed form."""
+        self._require_init()
+        return {"visible": self.n_visible, "hidden": self.n_hidden}
+
+    def log_marginal(self, layer: str, states: Tensor) -> Tensor:
+        """``-F(v)`` for visible states, ``c.h + sum_i softplus(b_i + W_i.h)`` for hidden ones."""
+        W, b, c = (p.to(states.dtype) for p in (self.weight, self.visible_bias, self.hidden_bias))
+        if layer == "visible":
+            return states @ b + nn.functional.softplus(states @ W + c).sum(-1)
+        if layer == "hidden":
+            return states @ c + nn.functional.softplus(states @ W.T + b).sum(-1)
+        raise ValueError(f"layer must be 'visible' or 'hidden', got {layer!r}")
+
+    def ais_path(self, data: Tensor | None = None, dtype: torch.dtype | None = None) -> BernoulliAISPath:
+        """The AIS path from the base-rate model ``p_A(v) ∝ exp(b_A.v)`` (Salakhutdinov & Murray 2008).
+
+        Args:
+            data: data whose pixel means set ``b_A``; ``None`` uses the base rates seen by ``fit``
+                (or ``b`` itself for a model that was never fitted).
+            dtype: the precision of the path (default: the model's).
+        """
+        self._require_init()
+        dtype = dtype or self.dtype
+        if data is not None:
+            data, _ = as_data(data, "data", self.n_visible, self.device, dtype, "unit")
+        return BernoulliAISPath(self.weight, self.visible_bias, self.hidden_bias, self._base_logits(data), dtype)
+
+
+class BernoulliAISPath:
+    """``f_beta(v) = exp((1-beta) b_A.v + beta b.v) prod_j (1 + exp(beta (c_j + v.W_j)))``.
+
+    At beta = 0 the hidden units are independent of ``v`` and each contributes a factor 2, so
+    ``log Z_A = sum_i softplus(b_A,i) + n_hidden log 2``. The transition is one block-Gibbs step of
+    the tempered RBM (hidden units with scaled weights ``beta W``), which leaves ``f_beta`` invariant.
+    """
+
+    def __init__(self, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor, base: Tensor, dtype: torch.dtype):
+        self.W, self.b, self.c, self.b_a = (t.detach().to(dtype) for t in (weight, visible_bias, hidden_bias, base))
+        self.state_size = self.W.shape[0]
+        self.log_z_base = float(nn.functional.softplus(self.b_a).sum()) + self.W.shape[1] * math.log(2.0)
+
+    def sample_base(self, n: int, generator: torch.Generator | None) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(self.b_a).expand(n, -1), generator=generator)
+
+    def log_f(self, x: Tensor, betas: Tensor) -> Tensor:
+        pre = x @ self.W + self.c
+        lin_a, lin_b = x @ self.b_a, x @ self.b
+        beta = betas[:, None]
+        soft = nn.functional.softplus(beta[..., None] * pre).sum(-1)
+        return (1.0 - beta) * lin_a + beta * lin_b + soft
+
+    def transition(
+        self, x: Tensor, beta: Tensor, generator: torch.Generator | None, reverse: bool = False
+    ) -> Tensor:
+        # The marginal chain v -> h -> v is reversible, so reverse AIS uses the same step.
+        check_generator(generator)
+        h = torch.bernoulli(torch.sigmoid(beta * (x @ self.W + self.c)), generator=generator)
+        logits = (1.0 - beta) * self.b_a + beta * (h @ self.W.T + self.b)
+        return torch.bernoulli(torch.sigmoid(logits), generator=generator)

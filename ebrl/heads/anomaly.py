@@ -1,0 +1,105 @@
+"""Anomaly-scoring head: the energy (or a state's free energy) as an anomaly score."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ebrl._validation import check_finite, check_fraction, check_int, check_positive_float
+from ebrl.energies import StateActionEnergy
+from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy
+from ebrl.policy import BoltzmannPolicy
+
+
+class AnomalyScorer:
+    """Score inputs by energy: higher score = less plausible under the model.
+
+    For an energy of actions given states (a soft Q-function, E = -Q), three scores exist:
+    ``score(actions, context=states)`` is E(s, a); ``score_states(states)`` is the state's free
+    energy F(s) = -alpha log Z(s) = -V(s) (the negative soft value, Haarnoja et al. 2017, eq. 10)
+    with log Z by uniform importance sampling; ``score_normalized(actions, states)`` is
+    -log pi(a|s) = E(s, a)/alpha + log Z(s), which removes each state's offset.
+
+    Args:
+        energy: an ``Energy``, an object with ``free_energy(v)``, a callable, or an ensemble
+            (the mean energy: members should share a scale, e.g. all trained by score matching).
+        temperature: alpha of the Boltzmann policy pi ∝ exp(-E/alpha); required for the
+            state scores of a ``StateActionEnergy``.
+        n_partition: importance samples M per state for log Z(s).
+        batch_size: rows scored per forward pass (bounds memory on large inputs).
+    """
+
+    def __init__(
+        self,
+        energy: EnergyLike,
+        temperature: float | None = None,
+        *,
+        n_partition: int = 1024,
+        batch_size: int = 4096,
+    ) -> None:
+        self.view: EnergyView = as_energy(energy)
+        self.temperature = None if temperature is None else check_positive_float("temperature", temperature)
+        self.n_partition = check_int("n_partition", n_partition, minimum=2)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.threshold: float | None = None
+
+    def score(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """E(x | context) for ``x`` of shape ``(..., dim)``: shape ``x.shape[:-1]``, no graph."""
+        x = self.view.check_x("x", x)
+        step = self.batch_size
+        with torch.no_grad():
+            if x.dim() == 1 or x.shape[0] <= step:
+                return self.view.energy(x, context)
+            parts = [
+                self.view.energy(x[i : i + step], None if context is None else context[i : i + step])
+                for i in range(0, x.shape[0], step)
+            ]
+        return torch.cat(parts)
+
+    def _policy(self) -> BoltzmannPolicy:
+        energy = self.view.model
+        if not isinstance(energy, StateActionEnergy):
+            raise TypeError(f"state scores need a StateActionEnergy, got {type(energy).__name__}")
+        if self.temperature is None:
+            raise ValueError(
+                "temperature (alpha) is required for state scores: pass AnomalyScorer(..., temperature=)"
+            )
+        return BoltzmannPolicy(energy, temperature=self.temperature)
+
+    def score_states(self, states: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Free energy F(s) = -alpha log Z(s) of ``states`` ``(batch, obs_dim)``: ``(batch,)``."""
+        policy = self._policy()
+        with torch.no_grad():
+            log_z, _ = policy.log_partition(states, n=self.n_partition, generator=generator)
+        return -policy.temperature * log_z
+
+    def score_normalized(
+        self, actions: Tensor, states: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """-log pi(a|s) = E(s, a)/alpha + log Z(s) for ``actions`` ``(batch, act_dim)`` and
+        ``states`` ``(batch, obs_dim)``: ``(batch,)``."""
+        policy = self._policy()
+        e = self.score(actions, context=states)
+        with torch.no_grad():
+            log_z, _ = policy.log_partition(states, n=self.n_partition, generator=generator)
+        return e / policy.temperature + log_z
+
+    def fit_threshold(self, x_normal: Tensor, fpr: float = 0.05, context: Tensor | None = None) -> float:
+        """Set the threshold to the (1 - fpr) quantile of the scores of normal data, so that a
+        fraction ``fpr`` (the false-positive rate) of normal inputs is flagged; returns it."""
+        fpr = check_fraction("fpr", fpr, allow_none=False)
+        if fpr >= 1.0:
+            raise ValueError(f"fpr must lie in (0, 1), got {fpr!r}")
+        x_normal = self.view.check_x("x_normal", x_normal)
+        if x_normal.dim() != 2 or x_normal.shape[0] < 2:
+            raise ValueError(f"x_normal must have shape (n >= 2, dim), got {tuple(x_normal.shape)}")
+        check_finite("x_normal", x_normal)
+        scores = self.score(x_normal, context)
+        self.threshold = float(torch.quantile(scores.double(), 1.0 - fpr))
+        return self.threshold
+
+    def predict(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Boolean ``x.shape[:-1]``: True where the score exceeds the fitted threshold (anomaly)."""
+        if self.threshold is None:
+            raise RuntimeError("call fit_threshold(x_normal, fpr) before predict")
+        return self.score(x, context) > self.threshold

@@ -1,0 +1,123 @@
+"""Generator head: samples of p(x | c) ∝ exp(-E(x | c)/T) by the core MCMC samplers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ebrl._validation import check_int, check_positive_float, check_tensor
+from ebrl.energies import Energy
+from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy
+from ebrl.samplers import Langevin, Sampler, SampleResult
+
+
+class Generator:
+    """Draw x ~ p(x | c) ∝ exp(-E(x | c)/T) from any energy.
+
+    Chains start uniform on the sampler's box (or at ``init``), run ``burn_in`` discarded sampler
+    calls, and then one sample per chain is kept every ``thin`` sampler calls until ``n`` samples
+    are collected (each sampler call is ``sampler.n_steps`` MCMC steps). With ``n_chains=None``
+    every sample is its own chain (all drawn in parallel, the usual choice for deep energies:
+    independent short-run chains, Nijkamp et al. 2019).
+
+    An energy without gradients but with its own ``sample(n, ...)`` method (a Boltzmann machine
+    with Gibbs sampling) is sampled by that method when no ``sampler`` is given.
+
+    Args:
+        energy: an ``Energy``, an object with ``free_energy(v)``, a callable, or an ensemble.
+        sampler: any core :class:`~ebrl.samplers.Sampler` (default: Langevin, 100 steps,
+            step 1e-2, on ``bounds``). Its box is the support of the samples.
+        bounds: the box of the default sampler (ignored when ``sampler`` is given).
+        n_chains: chains per context (None: one chain per requested sample).
+        burn_in: sampler calls discarded before the first sample is kept.
+        thin: sampler calls between two kept samples of the same chain.
+        temperature: T; 1 samples the model, < 1 sharpens it.
+    """
+
+    def __init__(
+        self,
+        energy: EnergyLike,
+        sampler: Sampler | None = None,
+        *,
+        bounds: Sequence[float] = (-1.0, 1.0),
+        n_chains: int | None = None,
+        burn_in: int = 0,
+        thin: int = 1,
+        temperature: float = 1.0,
+    ) -> None:
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise TypeError(f"sampler must be an ebrl Sampler or None, got {type(sampler).__name__}")
+        self.view: EnergyView = as_energy(energy)
+        # A Boltzmann machine (binary units, no useful input gradient) brings its own Gibbs sampler.
+        self.own_sampler = (
+            sampler is None and not isinstance(energy, Energy) and callable(getattr(energy, "sample", None))
+        )
+        if sampler is None:
+            sampler = Langevin(n_steps=100, step_size=1e-2, bounds=bounds)
+        self.sampler = sampler
+        self.n_chains = None if n_chains is None else check_int("n_chains", n_chains, minimum=1)
+        self.burn_in = check_int("burn_in", burn_in, minimum=0)
+        self.thin = check_int("thin", thin, minimum=1)
+        self.temperature = check_positive_float("temperature", temperature)
+        self.last_result: SampleResult | None = None
+
+    def sample(
+        self,
+        n: int,
+        context: Tensor | None = None,
+        *,
+        init: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``n`` samples.
+
+        Args:
+            n: number of samples per context.
+            context: None, one context ``(c,)``, or a batch ``(batch, c)`` (e.g. one-hot labels).
+            init: optional starting points ``(batch, chains, dim)`` inside the sampler's box.
+            generator: random generator (same seed, same samples on CPU).
+
+        Returns:
+            ``(n, dim)`` for no or one context, ``(batch, n, dim)`` for a batch of contexts.
+        """
+        n = check_int("n", n, minimum=1)
+        if self.own_sampler:
+            if context is not None:
+                raise ValueError("context must be None when sampling with the model's own sample()")
+            return self.view.model.sample(n, generator=generator)
+        dim = self.view.x_dim
+        if dim is None:
+            if init is None:
+                raise ValueError("init is required: this energy does not say its x_dim (or n_visible)")
+            dim = init.shape[-1]
+        single = True
+        if context is not None:
+            check_tensor("context", context, last_dim=self.view.context_dim or None)
+            if context.dim() > 2:
+                raise ValueError(f"context must have shape (c,) or (batch, c), got {tuple(context.shape)}")
+            single = context.dim() == 1
+            context = context.reshape(-1, context.shape[-1])
+        batch = 1 if context is None else context.shape[0]
+        chains = n if self.n_chains is None else min(self.n_chains, n)
+        view, sampler = self.view, self.sampler
+        energy_fn = view.condition(context)
+        if init is None:
+            x = sampler.uniform((batch, chains, dim), view.device, view.dtype, generator)
+        else:
+            check_tensor("init", init, last_dim=dim)
+            if tuple(init.shape) != (batch, chains, dim):
+                raise ValueError(f"init must have shape {(batch, chains, dim)}, got {tuple(init.shape)}")
+            x = init
+        kept: list[Tensor] = []
+        for r in range(math.ceil(n / chains)):
+            for _ in range(self.burn_in + 1 if r == 0 else self.thin):
+                self.last_result = sampler.sample(
+                    energy_fn, x, temperature=self.temperature, generator=generator
+                )
+                x = self.last_result.samples
+            kept.append(x)
+        out = torch.cat(kept, dim=1)[:, :n].detach()
+        return out[0] if single else out

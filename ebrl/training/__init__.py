@@ -1,0 +1,6 @@
+"""Training for energies of data: contrastive divergence, denoising score matching, a fit loop."""
+
+from ebrl.training.fit import fit
+from ebrl.training.objectives import ContrastiveDivergence, DenoisingScoreMatching
+
+__all__ = ["ContrastiveDivergence", "DenoisingScoreMatching", "fit"]

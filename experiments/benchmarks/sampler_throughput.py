@@ -1,0 +1,143 @@
+"""Sampler throughput against its limit: K bare forward + input-gradient passes of the same network.
+
+For a StateActionEnergy (obs 17, act 6, 2x256 SiLU) and batch x chains in a grid, it times
+K = 20 steps of Langevin and MALA and, in the same run and on the same batch, the limit: K
+evaluations of E and dE/da with nothing else. The ratio sampler / limit is the sampler's
+overhead (target <= 1.15 on CPU at 256x16 and larger). Timings are medians of ``--repeats`` warm
+runs, interleaved so that both sides see the same machine state.
+
+    python experiments/benchmarks/sampler_throughput.py [--device cpu|cuda] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ebrl import StateActionEnergy
+from ebrl.samplers import MALA, Langevin
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def limit_run(energy: StateActionEnergy, states: torch.Tensor, a0: torch.Tensor, k: int) -> None:
+    """K bare evaluations of E(s, a) and dE/da (state features computed once, as the samplers do)."""
+    energy_fn = energy.condition(states)
+    a = a0
+    for _ in range(k):
+        a = a.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(energy_fn(a).sum(), a)
+        a = a - 1e-3 * g  # keep a data dependency so no pass can be skipped
+
+
+def time_it(fn, device: torch.device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU")
+    parser.add_argument("--steps", type=int, default=20, help="K, sampler steps")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    parser.add_argument(
+        "--grid", default="1x16,256x16,256x64", help="comma-separated batch x chains sizes"
+    )
+    parser.add_argument("--out", default=str(RESULTS / "sampler_throughput"), help="output path stem")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    energy = StateActionEnergy(17, 6, hidden_sizes=(256, 256)).to(device)
+    k = args.steps
+    samplers = {
+        "langevin": Langevin(n_steps=k, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1),
+        # MALA's K steps make K proposals, each one forward + input-gradient pass, plus the initial one.
+        "mala": MALA(n_steps=k, step_size=0.01),
+    }
+    rows = []
+    grid = [tuple(int(v) for v in cell.split("x")) for cell in args.grid.split(",")]
+    for batch, chains in tqdm(grid, desc="batch x chains"):
+        states = torch.randn(batch, 17, device=device)
+        a0 = torch.rand(batch, chains, 6, device=device) * 2 - 1
+        shape = (batch, chains, 6)
+        runs = {
+            "limit": lambda s=states, a=a0: limit_run(energy, s, a, k),
+            **{
+                name: lambda smp=smp, s=states, shp=shape: smp.sample(energy, shape=shp, context=s)
+                for name, smp in samplers.items()
+            },
+        }
+        for fn in runs.values():  # warm-up
+            time_it(fn, device)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                times[name].append(time_it(fn, device))
+        med = {name: statistics.median(v) for name, v in times.items()}
+        for name in samplers:
+            rows.append(
+                {
+                    "sampler": name,
+                    "batch": batch,
+                    "chains": chains,
+                    "steps": k,
+                    "seconds": med[name],
+                    "limit_seconds": med["limit"],
+                    "ratio_to_limit": med[name] / med["limit"],
+                    "chain_steps_per_s": batch * chains * k / med[name],
+                }
+            )
+    meta = {
+        "command": "python experiments/benchmarks/sampler_throughput.py "
+        + f"--device {args.device} --threads {args.threads} --steps {k} --repeats {args.repeats} --grid {args.grid}",
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "network": "StateActionEnergy obs 17, act 6, hidden (256, 256), SiLU",
+    }
+    header = "| sampler | batch x chains | K | time (ms) | limit (ms) | ratio to limit | chain-steps/s |"
+    lines = [
+        f"# Sampler throughput ({meta['device']})",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"torch {meta['torch']}, {meta['threads']} thread(s); {meta['network']}; median of {args.repeats} warm runs.",
+        "The limit is K bare forward + input-gradient passes of the same network on the same batch.",
+        "",
+        header,
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['sampler']} | {r['batch']}x{r['chains']} | {r['steps']} | {1e3 * r['seconds']:.2f} | "
+            f"{1e3 * r['limit_seconds']:.2f} | {r['ratio_to_limit']:.3f} | {r['chain_steps_per_s']:,.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Energies: shapes, broadcasting of the context over chains, the pinned sign, bad input."""
+
+import pytest
+import torch
+
+from ebrl import MLPEnergy, StateActionEnergy
+
+
+@pytest.mark.parametrize("lead", [(), (5,), (3, 4), (2, 3, 4)])
+def test_mlp_energy_any_leading_shape(lead):
+    energy = MLPEnergy(3, hidden_sizes=(16,))
+    x = torch.randn(*lead, 3)
+    assert energy(x).shape == lead
+
+
+def test_state_action_energy_broadcasts_state_over_chains():
+    torch.manual_seed(0)
+    energy = StateActionEnergy(4, 2, hidden_sizes=(16, 16))
+    s = torch.randn(5, 4)
+    a = torch.rand(5, 7, 2) * 2 - 1
+    e = energy(s, a)
+    assert e.shape == (5, 7)
+    # Same as evaluating each (state, action) pair with the state repeated explicitly.
+    e_pairs = energy(s[:, None, :].expand(5, 7, 4).reshape(-1, 4), a.reshape(-1, 2)).reshape(5, 7)
+    torch.testing.assert_close(e, e_pairs)
+    # The split first layer equals one linear layer on the concatenation (s, a).
+    w = torch.cat([energy.state_in.weight, energy.action_in.weight], dim=1)
+    h = energy.act(torch.cat([s[:, None].expand(5, 7, 4), a], -1) @ w.T + energy.state_in.bias)
+    torch.testing.assert_close(e, energy.trunk(h).squeeze(-1))
+    # condition() gives the same energies, and the generic form takes (x=actions, context=states).
+    torch.testing.assert_close(energy.condition(s)(a), e)
+    torch.testing.assert_close(energy.energy(a, s), e)
+    torch.testing.assert_close(energy.q_value(s, a), -e)
+
+
+def test_conditional_mlp_energy():
+    energy = MLPEnergy(2, hidden_sizes=(8,), context_dim=3)
+    assert energy(torch.randn(4, 6, 2), torch.randn(4, 3)).shape == (4, 6)
+    with pytest.raises(ValueError, match="context"):
+        energy(torch.randn(4, 2))
+
+
+def test_spectral_norm_bounds_layers():
+    torch.manual_seed(0)
+    energy = MLPEnergy(3, hidden_sizes=(32, 32), spectral_norm=True)
+    for _ in range(20):  # power iterations converge in training mode
+        energy(torch.randn(8, 3))
+    energy.eval()
+    for layer in energy.net:
+        if isinstance(layer, torch.nn.Linear):
+            assert torch.linalg.matrix_norm(layer.weight, ord=2) <= 1.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"obs_dim": 0, "act_dim": 2}, ValueError, "obs_dim"),
+        ({"obs_dim": 3, "act_dim": 2.5}, TypeError, "act_dim"),
+        ({"obs_dim": 3, "act_dim": 2, "activation": "swish!"}, ValueError, "activation"),
+        ({"obs_dim": 3, "act_dim": 2, "hidden_sizes": ()}, ValueError, "hidden_sizes"),
+        ({"obs_dim": 3, "act_dim": 2, "hidden_sizes": (0,)}, ValueError, "hidden_sizes"),
+        ({"obs_dim": 3, "act_dim": 2, "hidden_sizes": 64}, TypeError, "hidden_sizes"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        StateActionEnergy(**kwargs)
+
+
+def test_shape_mismatches_are_named():
+    energy = StateActionEnergy(4, 2, hidden_sizes=(8,))
+    with pytest.raises(ValueError, match="states"):
+        energy(torch.randn(5, 4), torch.rand(6, 3, 2))  # batch mismatch
+    with pytest.raises(ValueError, match="states"):
+        energy(torch.randn(5, 3), torch.rand(5, 3, 2))  # wrong obs dim
+    with pytest.raises(ValueError, match="actions"):
+        energy(torch.randn(5, 4), torch.rand(5, 3, 3))  # wrong act dim
+    with pytest.raises(TypeError, match="actions"):
+        energy(torch.randn(5, 4), torch.ones(5, 3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="actions"):
+        energy.condition(torch.randn(5, 4))(torch.rand(6, 3, 2))
