@@ -62,9 +62,7 @@ def check_tensor(name: str, value: Any, *, min_dim: int = 1, last_dim: int | Non
     if value.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dim(s), got shape {tuple(value.shape)}")
     if last_dim is not None and value.shape[-1] != last_dim:
-        raise ValueError(
-            f"{name} must have last dimension {last_dim}, got shape {tuple(value.shape)}"
-        )
+        raise ValueError(f"{name} must have last dimension {last_dim}, got shape {tuple(value.shape)}")
     return value
 
 

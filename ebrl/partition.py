@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -212,12 +212,12 @@ class AISResult:
     log_z: float
     log_z_lower: float
     log_z_upper: float
-    log_weights: Tensor
+    log_weights: Tensor = field(repr=False)
     log_z_base: float
     effective_sample_size: float
     n_betas: int
     reverse_log_z: float | None = None
-    reverse_log_weights: Tensor | None = None
+    reverse_log_weights: Tensor | None = field(default=None, repr=False)
 
     def __float__(self) -> float:
         return self.log_z
@@ -284,7 +284,9 @@ def ais_log_z(
     schedule = _resolve_betas(betas)
     path = model.ais_path(data=data, dtype=dtype)
     if reverse_init is not None and (
-        not isinstance(reverse_init, Tensor) or reverse_init.ndim != 2 or reverse_init.shape[1] != path.state_size
+        not isinstance(reverse_init, Tensor)
+        or reverse_init.ndim != 2
+        or reverse_init.shape[1] != path.state_size
     ):
         shape = getattr(reverse_init, "shape", type(reverse_init).__name__)
         raise ValueError(

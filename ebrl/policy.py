@@ -15,9 +15,7 @@ from ebrl.samplers import Langevin, Sampler, SampleResult
 def default_sampler() -> Langevin:
     """Langevin action search as in the reference soft Q-learning loop of ARCHITECTURE.md:
     K = 20 steps with a polynomial step decay, moves clipped to a tenth of the box."""
-    return Langevin(
-        n_steps=20, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1
-    )
+    return Langevin(n_steps=20, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1)
 
 
 class BoltzmannPolicy:

@@ -25,8 +25,10 @@ class DerivativeFree(Sampler):
     selection; use :class:`~ebrl.samplers.MALA` for exact draws). A last resampling without noise
     ends each call; the best chain is the search's answer.
 
-    Deterministic mode runs the same search with an internally seeded generator: randomness is
-    the search itself, so "noise-free" means "the same answer for the same input".
+    Deterministic mode is the T -> 0 limit of the search: each round keeps the lowest-energy
+    eighth of the chains (replicated to fill the population, as the cross-entropy method does)
+    instead of drawing by weight, and its perturbations come from an internally seeded generator,
+    so the same input always gives the same answer.
 
     Args:
         n_steps: number of resample-and-perturb iterations (Implicit BC: 3).
@@ -49,8 +51,19 @@ class DerivativeFree(Sampler):
     @staticmethod
     def _resample_index(e: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
         """Indices (batch, chains) of chains drawn with probability softmax(-E/T) per batch row."""
-        probs = torch.softmax(-e / temperature, dim=1)
+        # Non-finite energies get (almost) no weight instead of poisoning the whole row; the
+        # tracker reports them when the loop ends.
+        log_w = torch.nan_to_num(-e / temperature, nan=-1e30, posinf=1e30, neginf=-1e30)
+        probs = torch.softmax(log_w, dim=1)
         return torch.multinomial(probs, e.shape[1], replacement=True, generator=generator)
+
+    @staticmethod
+    def _elite_index(e: Tensor) -> Tensor:
+        """Indices (batch, chains) that repeat the lowest-energy eighth of each row's chains."""
+        chains = e.shape[1]
+        n_elite = max(1, chains // 8)
+        elite = torch.nan_to_num(e, nan=torch.inf).topk(n_elite, dim=1, largest=False).indices
+        return elite.repeat(1, -(-chains // n_elite))[:, :chains]
 
     @staticmethod
     def _gather(x: Tensor, idx: Tensor) -> Tensor:
@@ -76,8 +89,9 @@ class DerivativeFree(Sampler):
                 )
             for k in range(self.n_steps):
                 tracker.update(k, energy=e.sum())
-                # A NaN would poison multinomial; it gets zero weight here and the tracker reports it.
-                idx = self._resample_index(torch.nan_to_num(e, nan=torch.inf), temperature, generator)
+                idx = (
+                    self._elite_index(e) if deterministic else self._resample_index(e, temperature, generator)
+                )
                 noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
                 x = (self._gather(x, idx) + sigma * noise).clamp(self.low, self.high)
                 sigma *= self.noise_shrink

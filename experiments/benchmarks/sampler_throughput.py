@@ -51,14 +51,14 @@ def time_it(fn, device: torch.device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU")
     parser.add_argument("--steps", type=int, default=20, help="K, sampler steps")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
-    parser.add_argument(
-        "--grid", default="1x16,256x16,256x64", help="comma-separated batch x chains sizes"
-    )
+    parser.add_argument("--grid", default="1x16,256x16,256x64", help="comma-separated batch x chains sizes")
     parser.add_argument("--out", default=str(RESULTS / "sampler_throughput"), help="output path stem")
     args = parser.parse_args()
 
@@ -68,7 +68,9 @@ def main() -> None:
     energy = StateActionEnergy(17, 6, hidden_sizes=(256, 256)).to(device)
     k = args.steps
     samplers = {
-        "langevin": Langevin(n_steps=k, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1),
+        "langevin": Langevin(
+            n_steps=k, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1
+        ),
         # MALA's K steps make K proposals, each one forward + input-gradient pass, plus the initial one.
         "mala": MALA(n_steps=k, step_size=0.01),
     }
