@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..partition import ais_log_z, exact_log_z
+from ._ops import bernoulli
 from ._validation import (
     as_data,
     as_visible,
@@ -163,7 +164,7 @@ class RBMBase(nn.Module):
 
     # ------------------------------------------------------------------- energy functions
     def energy(self, v: Tensor, h: Tensor) -> Tensor:
-        """Joint energy ``E(v, h)`` of shape ``broadcast(v.shape[:-1], h.shape[:-1])``; lower = more likely."""
+        """Joint energy ``E(v, h)``, shape ``broadcast(v.shape[:-1], h.shape[:-1])``; lower = more likely."""
         self._require_init()
         v = as_visible(v, "v", self.n_visible, self.weight)
         h = as_visible(h, "h", self.n_hidden, self.weight)
@@ -204,7 +205,7 @@ class RBMBase(nn.Module):
         check_generator(generator)
         with torch.no_grad():
             for _ in range(k):
-                h = torch.bernoulli(self.hidden_probabilities(v), generator=generator)
+                h = bernoulli(self.hidden_probabilities(v), generator=generator)
                 v = self._sample_visible_given_mean(self.visible_mean(h), generator)
         return v
 
@@ -239,7 +240,7 @@ class RBMBase(nn.Module):
             v = self._base_samples(n, generator)
             if n_gibbs > 1:
                 v = self.gibbs(v, n_gibbs - 1, generator)
-            mean = self.visible_mean(torch.bernoulli(self.hidden_probabilities(v), generator=generator))
+            mean = self.visible_mean(bernoulli(self.hidden_probabilities(v), generator=generator))
             return mean if return_mean else self._sample_visible_given_mean(mean, generator)
 
     # ----------------------------------------------------------------------------- training
@@ -288,12 +289,17 @@ class RBMBase(nn.Module):
                 momentum = self.initial_momentum if done < self.momentum_warmup else self.momentum
                 perm = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu")
                 shuffled = data[perm.to(data.device)]
+                chains, state = self.chains, self._begin_epoch()
                 for i in range(n_batches):
                     lr = self.learning_rate
                     if schedule and self.lr_schedule == "linear":
                         lr *= 1.0 - step / total  # linear decay to 0 (Tieleman 2008)
-                    self._update(shuffled[i * bs : (i + 1) * bs], lr, momentum, generator)
+                    # The chains live in a local during the epoch: assigning a buffer is slow.
+                    batch = shuffled[i * bs : (i + 1) * bs]
+                    chains = self._step(state, batch, chains, lr, momentum, generator)
                     step += 1
+                self.chains = chains
+                self._end_epoch(state)
                 record = {"epoch": float(done + 1), "time_s": time.perf_counter() - start_time}
                 if self.progress:
                     err = ((self.mean_field_reconstruct(data) - data) ** 2).sum(-1).mean().item()
@@ -301,31 +307,57 @@ class RBMBase(nn.Module):
                     epochs.set_postfix(recon=f"{err:.3f}")
                 self.history_.append(record)
 
-    def _update(self, v0: Tensor, lr: float, momentum: float, generator: torch.Generator | None) -> None:
-        """One (centred) CD-k / PCD-k step with momentum and L2 weight decay."""
+    def _begin_epoch(self) -> Any:
+        """Working state of a faster update rule for one epoch (``None``: use :meth:`_update`)."""
+        return None
+
+    def _step(
+        self,
+        state: Any,
+        v0: Tensor,
+        chains: Tensor | None,
+        lr: float,
+        momentum: float,
+        generator: torch.Generator | None,
+    ) -> Tensor | None:
+        """One parameter update; returns the new persistent chains (``None`` for CD)."""
+        return self._update(v0, chains, lr, momentum, generator)
+
+    def _end_epoch(self, state: Any) -> None:
+        """Write the working state of :meth:`_begin_epoch` back into the parameters."""
+
+    def _update(
+        self, v0: Tensor, chains: Tensor | None, lr: float, momentum: float, generator: torch.Generator | None
+    ) -> Tensor | None:
+        """One (centred) CD-k / PCD-k step with momentum and L2 weight decay.
+
+        Written for speed on small models, where per-operation overhead dominates: sums instead of
+        means, in-place momentum updates, one ``addmm`` per statistic.
+        """
         W, b, c = self.weight, self.visible_bias, self.hidden_bias
+        n0 = v0.shape[0]
         s0 = self._visible_stat(v0)
         ph0 = torch.sigmoid(torch.addmm(c, s0, W))
-        vk = self.chains if self.method == "pcd" else v0
+        vk = v0 if chains is None else chains
         for _ in range(self.k):
-            hk = torch.bernoulli(torch.sigmoid(torch.addmm(c, self._visible_stat(vk), W)), generator=generator)
+            hk = bernoulli(torch.sigmoid(torch.addmm(c, self._visible_stat(vk), W)), generator)
             vk = self._sample_visible_given_mean(self.visible_mean(hk), generator)
-        if self.method == "pcd":
-            self.chains = vk
+        nk = vk.shape[0]
         sk = self._visible_stat(vk)
         # Rao-Blackwellised statistics: hidden probabilities rather than samples on both sides.
         phk = torch.sigmoid(torch.addmm(c, sk, W))
+        ph0_mean = ph0.sum(0).mul_(1.0 / n0)
         if self.centering:
             # Centred gradient (Melchior, Fischer & Wiskott 2016): <(s - mu)(h - lambda)>_data - _model.
             mu, lam = self.visible_offset, self.hidden_offset
-            s0, ph0c, sk, phk_c = s0 - mu, ph0 - lam, sk - mu, phk - lam
+            s0c, ph0c, skc, phkc = s0 - mu, ph0 - lam, sk - mu, phk - lam
         else:
-            ph0c, phk_c = ph0, phk
-        grad_w = torch.addmm(sk.T @ phk_c, s0.T, ph0c, beta=-1.0 / len(vk), alpha=1.0 / len(v0))
+            s0c, ph0c, skc, phkc = s0, ph0, sk, phk
+        grad_w = torch.addmm(skc.T @ phkc, s0c.T, ph0c, beta=-1.0 / nk, alpha=1.0 / n0)
         if self.weight_decay:
             grad_w.add_(W, alpha=-self.weight_decay)
         grad_b = self._bias_gradient(v0, vk)
-        grad_c = ph0.mean(0) - phk.mean(0)
+        grad_c = phk.sum(0).mul_(-1.0 / nk).add_(ph0_mean)
         vel_w, vel_b, vel_c = self._velocity
         vel_w.mul_(momentum).add_(grad_w, alpha=lr)
         vel_b.mul_(momentum).add_(grad_b, alpha=lr)
@@ -333,12 +365,13 @@ class RBMBase(nn.Module):
         W.add_(vel_w)
         if self.centering:
             # The centred biases are b + W lambda, c + W^T mu: keep them moving by vel_b, vel_c.
-            b.add_(vel_b - self._bias_shift(vel_w @ self.hidden_offset))
-            c.add_(vel_c - vel_w.T @ self.visible_offset)
-            self.hidden_offset.mul_(1.0 - self.offset_rate).add_(ph0.mean(0), alpha=self.offset_rate)
+            b.add_(vel_b).sub_(self._bias_shift(vel_w @ self.hidden_offset))
+            c.add_(vel_c).sub_(vel_w.T @ self.visible_offset)
+            self.hidden_offset.mul_(1.0 - self.offset_rate).add_(ph0_mean, alpha=self.offset_rate)
         else:
             b.add_(vel_b)
             c.add_(vel_c)
+        return None if chains is None else vk
 
     # --------------------------------------------------------------- scikit-learn-like API
     def transform(self, X: Any) -> Tensor | np.ndarray:
@@ -359,7 +392,9 @@ class RBMBase(nn.Module):
         """
         check_choice(method, "method", ("auto", "exact", "ais"))
         self._require_init()
-        if method == "exact" or (method == "auto" and min(self.log_z_layers().values()) <= EXACT_AUTO_MAX_UNITS):
+        if method == "exact" or (
+            method == "auto" and min(self.log_z_layers().values()) <= EXACT_AUTO_MAX_UNITS
+        ):
             return exact_log_z(self)
         return ais_log_z(self, **ais_kwargs).log_z
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import RBMBase
+from ._ops import bernoulli
 from ._validation import as_data, check_bool, check_generator
 
 _BASE_RATE_EPS = 1e-3  # clip base rates away from 0 and 1 so that log(p / (1 - p)) stays finite
@@ -60,7 +61,9 @@ class RBM(RBMBase):
         >>> rbm.score_samples(X_test).mean()                        # exact log-likelihood (nats)
     """
 
-    def __init__(self, n_hidden: int, n_visible: int | None = None, *, binary_data: bool = True, **kwargs: Any):
+    def __init__(
+        self, n_hidden: int, n_visible: int | None = None, *, binary_data: bool = True, **kwargs: Any
+    ):
         self.binary_data = check_bool(binary_data, "binary_data")
         self._fit_values = "binary" if binary_data else "unit"
         super().__init__(n_hidden, n_visible, **kwargs)
@@ -82,11 +85,16 @@ class RBM(RBMBase):
 
     visible_probabilities = visible_mean
 
+    def log_visible_likelihood(self, v: Tensor, h: Tensor) -> Tensor:
+        """``log p(v | h) = sum_i v_i l_i - softplus(l_i)`` with logits ``l = b + W h``."""
+        logits = h @ self.weight.T + self.visible_bias
+        return (v * logits - nn.functional.softplus(logits)).sum(-1)
+
     def _sample_visible_given_mean(self, mean: Tensor, generator: torch.Generator | None) -> Tensor:
-        return torch.bernoulli(mean, generator=generator)
+        return bernoulli(mean, generator=generator)
 
     def _bias_gradient(self, v_data: Tensor, v_model: Tensor) -> Tensor:
-        return v_data.mean(0) - v_model.mean(0)
+        return v_model.sum(0).mul_(-1.0 / v_model.shape[0]).add_(v_data.sum(0), alpha=1.0 / v_data.shape[0])
 
     def _base_logits(self, data: Tensor | None = None) -> Tensor:
         if data is not None:
@@ -97,7 +105,7 @@ class RBM(RBMBase):
 
     def _base_samples(self, n: int, generator: torch.Generator | None) -> Tensor:
         p = torch.sigmoid(self._base_logits()).expand(n, -1)
-        return torch.bernoulli(p, generator=generator)
+        return bernoulli(p, generator=generator)
 
     # ------------------------------------------------------------------ partition function
     def log_z_layers(self) -> dict[str, int]:
@@ -126,7 +134,9 @@ class RBM(RBMBase):
         dtype = dtype or self.dtype
         if data is not None:
             data, _ = as_data(data, "data", self.n_visible, self.device, dtype, "unit")
-        return BernoulliAISPath(self.weight, self.visible_bias, self.hidden_bias, self._base_logits(data), dtype)
+        return BernoulliAISPath(
+            self.weight, self.visible_bias, self.hidden_bias, self._base_logits(data), dtype
+        )
 
 
 class BernoulliAISPath:
@@ -137,13 +147,17 @@ class BernoulliAISPath:
     the tempered RBM (hidden units with scaled weights ``beta W``), which leaves ``f_beta`` invariant.
     """
 
-    def __init__(self, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor, base: Tensor, dtype: torch.dtype):
-        self.W, self.b, self.c, self.b_a = (t.detach().to(dtype) for t in (weight, visible_bias, hidden_bias, base))
+    def __init__(
+        self, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor, base: Tensor, dtype: torch.dtype
+    ):
+        self.W, self.b, self.c, self.b_a = (
+            t.detach().to(dtype) for t in (weight, visible_bias, hidden_bias, base)
+        )
         self.state_size = self.W.shape[0]
         self.log_z_base = float(nn.functional.softplus(self.b_a).sum()) + self.W.shape[1] * math.log(2.0)
 
     def sample_base(self, n: int, generator: torch.Generator | None) -> Tensor:
-        return torch.bernoulli(torch.sigmoid(self.b_a).expand(n, -1), generator=generator)
+        return bernoulli(torch.sigmoid(self.b_a).expand(n, -1), generator=generator)
 
     def log_f(self, x: Tensor, betas: Tensor) -> Tensor:
         pre = x @ self.W + self.c
@@ -157,6 +171,6 @@ class BernoulliAISPath:
     ) -> Tensor:
         # The marginal chain v -> h -> v is reversible, so reverse AIS uses the same step.
         check_generator(generator)
-        h = torch.bernoulli(torch.sigmoid(beta * (x @ self.W + self.c)), generator=generator)
+        h = bernoulli(torch.sigmoid(beta * (x @ self.W + self.c)), generator=generator)
         logits = (1.0 - beta) * self.b_a + beta * (h @ self.W.T + self.b)
-        return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+        return bernoulli(torch.sigmoid(logits), generator=generator)

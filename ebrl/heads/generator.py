@@ -35,6 +35,7 @@ class Generator:
         burn_in: sampler calls discarded before the first sample is kept.
         thin: sampler calls between two kept samples of the same chain.
         temperature: T; 1 samples the model, < 1 sharpens it.
+        x_dim: dimension of x, for energies that do not say it (plain callables).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Generator:
         burn_in: int = 0,
         thin: int = 1,
         temperature: float = 1.0,
+        x_dim: int | None = None,
     ) -> None:
         if sampler is not None and not isinstance(sampler, Sampler):
             raise TypeError(f"sampler must be an ebrl Sampler or None, got {type(sampler).__name__}")
@@ -62,6 +64,8 @@ class Generator:
         self.burn_in = check_int("burn_in", burn_in, minimum=0)
         self.thin = check_int("thin", thin, minimum=1)
         self.temperature = check_positive_float("temperature", temperature)
+        if x_dim is not None:
+            self.view.x_dim = check_int("x_dim", x_dim, minimum=1)
         self.last_result: SampleResult | None = None
 
     def sample(

@@ -138,8 +138,8 @@ def fit(
         try:
             terms = objective.loss(energy, data[idx], None if context is None else context[idx], generator)
             loss = terms["loss"]
-            if not math.isfinite(float(loss)):
-                raise NonFiniteError(f"the loss is {float(loss)}")
+            if not math.isfinite(float(loss.detach())):
+                raise NonFiniteError(f"the loss is {float(loss.detach())}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -157,7 +157,7 @@ def fit(
         stop = False
         if step % log_every == 0 or step == n_steps:
             metrics = {"step": float(step)}
-            metrics.update({f"train/{k}": float(v) for k, v in terms.items()})
+            metrics.update({f"train/{k}": float(v.detach()) for k, v in terms.items()})
             metrics.update(getattr(objective, "diagnostics", {}) or {})
             history.append(metrics)
             if bar is not None:

@@ -109,7 +109,8 @@ def main() -> None:
             )
     meta = {
         "command": "python experiments/benchmarks/sampler_throughput.py "
-        + f"--device {args.device} --threads {args.threads} --steps {k} --repeats {args.repeats} --grid {args.grid}",
+        f"--device {args.device} --threads {args.threads} --steps {k} "
+        f"--repeats {args.repeats} --grid {args.grid}",
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -121,7 +122,8 @@ def main() -> None:
         f"# Sampler throughput ({meta['device']})",
         "",
         f"Command: `{meta['command']}`  ",
-        f"torch {meta['torch']}, {meta['threads']} thread(s); {meta['network']}; median of {args.repeats} warm runs.",
+        f"torch {meta['torch']}, {meta['threads']} thread(s); {meta['network']}; "
+        f"median of {args.repeats} warm runs.",
         "The limit is K bare forward + input-gradient passes of the same network on the same batch.",
         "",
         header,
