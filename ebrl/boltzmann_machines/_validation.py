@@ -151,12 +151,12 @@ def as_data(
     return data, was_tensor
 
 
-def as_visible(v: Any, name: str, n_visible: int, like: Tensor) -> Tensor:
-    """Check a tensor of visible states of shape ``(..., n_visible)`` and move it next to ``like``."""
+def as_visible(v: Any, name: str, n_visible: int, like: Tensor, size_name: str = "n_visible") -> Tensor:
+    """Check a tensor of unit states of shape ``(..., n_visible)`` and move it next to ``like``."""
     if not isinstance(v, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., {n_visible}), got {type(v).__name__}")
     if v.ndim < 1 or v.shape[-1] != n_visible:
-        raise ValueError(f"{name} must have shape (..., n_visible={n_visible}), got shape {tuple(v.shape)}")
+        raise ValueError(f"{name} must have shape (..., {size_name}={n_visible}), got shape {tuple(v.shape)}")
     if v.is_complex() or not (v.is_floating_point() or v.dtype in (torch.bool, torch.int64, torch.int32)):
         raise TypeError(f"{name} must hold real numbers, got dtype {v.dtype}")
     return v.to(device=like.device, dtype=like.dtype)

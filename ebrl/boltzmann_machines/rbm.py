@@ -46,7 +46,8 @@ class RBM(RBMBase):
         offset_rate: rate of the running mean of the hidden offset (Melchior et al.: 0.01).
         batch_size: mini-batch size.
         n_epochs: passes over the data made by ``fit``.
-        lr_schedule: ``"constant"`` or ``"linear"`` decay to zero over ``fit`` (Tieleman 2008).
+        lr_schedule: ``"linear"`` decays the learning rate to zero over ``fit`` (Tieleman 2008; worth
+            about a nat of test log-likelihood on digits), ``"constant"`` keeps it.
         init_std: standard deviation of the initial weights (guide §8: 0.01).
         binary_data: if True, ``fit`` accepts only 0/1 data; if False, values in [0, 1] are
             treated as Bernoulli means (e.g. grey levels, or the hidden probabilities of a lower
@@ -95,6 +96,82 @@ class RBM(RBMBase):
 
     def _bias_gradient(self, v_data: Tensor, v_model: Tensor) -> Tensor:
         return v_model.sum(0).mul_(-1.0 / v_model.shape[0]).add_(v_data.sum(0), alpha=1.0 / v_data.shape[0])
+
+    # ----------------------------------------------------------------- fast training path
+    # On small models the cost of an update is the number of tensor operations, not arithmetic.
+    # Stacking the parameters as theta = [[W, b], [c^T, 0]] and the statistics as [x - offset, 1]
+    # gives every gradient in one addmm ([[gW, gb], [gc, 0]]) and momentum and the update of all
+    # three parameters in three in-place operations. About half the operations of the generic
+    # RBMBase._update, which the tests check it reproduces.
+    _fast_path = True
+
+    def _begin_epoch(self) -> dict[str, Any] | None:
+        if not self._fast_path:
+            return None
+        nv, nh = self.n_visible, self.n_hidden
+        kw = {"device": self.device, "dtype": self.dtype}
+        theta, vel = torch.zeros(nv + 1, nh + 1, **kw), torch.zeros(nv + 1, nh + 1, **kw)
+        params = (self.weight, self.visible_bias, self.hidden_bias)
+        for t, (w, b, c) in ((theta, params), (vel, self._velocity)):
+            t[:nv, :nh], t[:nv, nh], t[nv, :nh] = w, b, c
+        neg_mu, neg_lam = torch.zeros(nv, **kw), torch.zeros(nh, **kw)
+        if self.centering:
+            neg_mu, neg_lam = -self.visible_offset, -self.hidden_offset
+        rows = max(self.batch_size, self.n_chains)
+        stats = [torch.ones(rows, size + 1, **kw) for size in (nv, nh, nv, nh)]
+        return {
+            "theta": theta, "vel": vel, "stats": stats, "neg_mu": neg_mu, "neg_lam": neg_lam,
+            "W": theta[:nv, :nh], "b": theta[:nv, nh], "c": theta[nv, :nh], "vel_w": vel[:nv, :nh],
+        }  # fmt: skip
+
+    def _step(
+        self,
+        state: dict[str, Any] | None,
+        v0: Tensor,
+        chains: Tensor | None,
+        lr: float,
+        momentum: float,
+        generator: torch.Generator | None,
+    ) -> Tensor | None:
+        if state is None:
+            return self._update(v0, chains, lr, momentum, generator)
+        W, b, c, neg_mu, neg_lam = state["W"], state["b"], state["c"], state["neg_mu"], state["neg_lam"]
+        nv, nh, n0 = W.shape[0], W.shape[1], v0.shape[0]
+        ph0 = torch.sigmoid(torch.addmm(c, v0, W))
+        vk = v0 if chains is None else chains
+        for _ in range(self.k):
+            hk = bernoulli(torch.sigmoid(torch.addmm(c, vk, W)), generator)
+            vk = bernoulli(torch.sigmoid(torch.addmm(b, hk, W.T)), generator)
+        nk = vk.shape[0]
+        phk = torch.sigmoid(torch.addmm(c, vk, W))
+        a0, p0, ak, pk = state["stats"]
+        a0, p0, ak, pk = a0[:n0], p0[:n0], ak[:nk], pk[:nk]
+        torch.add(v0, neg_mu, out=a0[:, :nv])
+        torch.add(ph0, neg_lam, out=p0[:, :nh])
+        torch.add(vk, neg_mu, out=ak[:, :nv])
+        torch.add(phk, neg_lam, out=pk[:, :nh])
+        grad = torch.addmm(ak.T @ pk, a0.T, p0, beta=-1.0 / nk, alpha=1.0 / n0)
+        if self.weight_decay:
+            grad[:nv, :nh].add_(W, alpha=-self.weight_decay)
+        state["theta"].add_(state["vel"].mul_(momentum).add_(grad, alpha=lr))
+        if self.centering:
+            # Centred biases b + W lambda and c + W^T mu move by vel_b, vel_c: correct b and c.
+            b.addmv_(state["vel_w"], neg_lam)
+            c.addmv_(state["vel_w"].T, neg_mu)
+            neg_lam.mul_(1.0 - self.offset_rate).add_(ph0.sum(0), alpha=-self.offset_rate / n0)
+        return None if chains is None else vk
+
+    def _end_epoch(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        nv, nh = self.n_visible, self.n_hidden
+        for t, (w, b, c) in (
+            (state["theta"], (self.weight, self.visible_bias, self.hidden_bias)),
+            (state["vel"], self._velocity),
+        ):
+            w.copy_(t[:nv, :nh]), b.copy_(t[:nv, nh]), c.copy_(t[nv, :nh])
+        if self.centering:
+            self.hidden_offset.copy_(-state["neg_lam"])
 
     def _base_logits(self, data: Tensor | None = None) -> Tensor:
         if data is not None:

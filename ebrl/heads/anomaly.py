@@ -76,13 +76,14 @@ class AnomalyScorer:
     def score_normalized(
         self, actions: Tensor, states: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """-log pi(a|s) = E(s, a)/alpha + log Z(s) for ``actions`` ``(batch, act_dim)`` and
-        ``states`` ``(batch, obs_dim)``: ``(batch,)``."""
+        """-log pi(a|s) = E(s, a)/alpha + log Z(s) for ``states`` ``(batch, obs_dim)`` and
+        ``actions`` ``(batch, act_dim)`` or ``(batch, k, act_dim)`` (k actions per state, each
+        state's log Z estimated once): shape ``actions.shape[:-1]``."""
         policy = self._policy()
         e = self.score(actions, context=states)
         with torch.no_grad():
             log_z, _ = policy.log_partition(states, n=self.n_partition, generator=generator)
-        return e / policy.temperature + log_z
+        return e / policy.temperature + log_z.reshape(-1, *[1] * (e.dim() - 1))
 
     def fit_threshold(self, x_normal: Tensor, fpr: float = 0.05, context: Tensor | None = None) -> float:
         """Set the threshold to the (1 - fpr) quantile of the scores of normal data, so that a

@@ -1,0 +1,95 @@
+"""Checks on environments and spaces, run before an algorithm creates any state.
+
+SB3 itself checks the action space with an ``assert`` deep inside ``BaseAlgorithm.__init__``;
+the agents check first and raise ``TypeError``/``ValueError`` naming the argument
+(ARCHITECTURE.md, "errors").
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.type_aliases import GymEnv
+
+# Spaces that SB3's preprocess_obs + flatten turn into one flat float vector (the energy's state).
+FLAT_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def env_spaces(
+    env: GymEnv | str | None, verbose: int = 0
+) -> tuple[Any, spaces.Space | None, spaces.Space | None]:
+    """Make the env if given by id (as SB3 would) and return ``(env, observation_space, action_space)``."""
+    if env is None:
+        return None, None, None
+    env = maybe_make_env(env, verbose)
+    return env, env.observation_space, env.action_space
+
+
+def check_observation_space(observation_space: spaces.Space) -> spaces.Space:
+    """The energies take a flat state vector: Box (any shape, flattened), Discrete (one-hot),
+    MultiDiscrete and MultiBinary; Dict, Tuple and other spaces are rejected."""
+    if not isinstance(observation_space, FLAT_OBSERVATION_SPACES):
+        accepted = ", ".join(s.__name__ for s in FLAT_OBSERVATION_SPACES)
+        raise TypeError(
+            f"observation_space must be one of {accepted} (flattened into the state vector), "
+            f"got {observation_space}"
+        )
+    if isinstance(observation_space, spaces.Box) and int(np.prod(observation_space.shape)) < 1:
+        raise ValueError(f"observation_space must have at least one dimension, got {observation_space}")
+    return observation_space
+
+
+def check_action_space_box(action_space: spaces.Space) -> spaces.Box:
+    """A bounded Box: the Boltzmann policy lives on the normalised box [-1, 1]^d, which is the
+    env's box rescaled, so every bound must be finite."""
+    if not isinstance(action_space, spaces.Box):
+        raise TypeError(f"action_space must be a gymnasium.spaces.Box for SQL, got {action_space}")
+    low, high = (
+        np.asarray(action_space.low, dtype=np.float64),
+        np.asarray(action_space.high, dtype=np.float64),
+    )
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(
+            f"action_space must be a bounded Box (finite low and high) for SQL, got {action_space}; "
+            "wrap the env with gymnasium.wrappers.RescaleAction or ClipAction"
+        )
+    if not np.all(low < high):
+        raise ValueError(f"action_space must have low < high on every coordinate, got {action_space}")
+    if len(action_space.shape) != 1:
+        raise ValueError(f"action_space must be a 1-D Box, got shape {action_space.shape}")
+    return action_space
+
+
+def check_action_space_discrete(action_space: spaces.Space) -> spaces.Discrete:
+    """A Discrete space with at least two actions."""
+    if not isinstance(action_space, spaces.Discrete):
+        raise TypeError(
+            f"action_space must be a gymnasium.spaces.Discrete for DiscreteSQL, got {action_space}"
+        )
+    if int(action_space.n) < 2:
+        raise ValueError(f"action_space must have at least 2 actions, got {action_space}")
+    return action_space
+
+
+def check_policy_kwargs(policy_class: type, policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``policy_kwargs`` is a dict whose keys the policy's constructor accepts (a typo such as
+    ``n_chain`` fails here, before SB3 builds the replay buffer, not deep inside ``_setup_model``)."""
+    if policy_kwargs is None:
+        return {}
+    if not isinstance(policy_kwargs, dict):
+        raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
+    params = inspect.signature(policy_class.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(policy_kwargs)
+    reserved = {"self", "observation_space", "action_space", "lr_schedule"}
+    accepted = [name for name in params if name not in reserved]
+    unknown = sorted(set(policy_kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"policy_kwargs has unknown keys {unknown}; {policy_class.__name__} accepts {accepted}"
+        )
+    return dict(policy_kwargs)

@@ -1,0 +1,223 @@
+"""Soft Q-learning for discrete actions (Haarnoja et al. 2017, with an exact soft value).
+
+The math, top to bottom (one gradient step):
+
+    V(s') = alpha logsumexp_a Q_target(s', a)/alpha                 (exact soft value)
+    y = reward_scale r + gamma (1 - done) V(s')                      (soft Bellman target)
+    L = Huber(Q(s, a) - y)                                           (as SB3's DQN)
+    pi(a|s) = softmax(Q(s, .)/alpha)                                 (exact Boltzmann policy)
+
+The target network is updated every ``target_update_interval`` env steps with coefficient
+``tau`` (a hard copy by default, as DQN).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import polyak_update
+
+from agents.common.checks import (
+    check_action_space_discrete,
+    check_observation_space,
+    check_policy_kwargs,
+    env_spaces,
+)
+from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
+from ebrl._validation import check_int, check_positive_float
+
+SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")
+
+
+class DiscreteSQL(OffPolicyAlgorithm):
+    """Soft Q-learning for Discrete action spaces: exact Boltzmann policy and soft value.
+
+    Args:
+        policy: ``"MlpPolicy"`` or a :class:`DiscreteSQLPolicy` subclass.
+        env: the environment (or its Gymnasium id).
+        learning_rate: Q-network learning rate (constant or schedule).
+        buffer_size: replay buffer size.
+        learning_starts: env steps of uniformly random actions before learning starts.
+        batch_size: minibatch size.
+        tau: target update coefficient (1.0: hard copy, as DQN).
+        gamma: discount factor.
+        train_freq: update the model every ``train_freq`` steps (or ``(n, "episode")``).
+        gradient_steps: gradient steps per rollout (-1: as many as env steps collected).
+        replay_buffer_class, replay_buffer_kwargs, optimize_memory_usage, n_steps: SB3's replay options.
+        alpha: the temperature alpha of pi = softmax(Q/alpha) (> 0). Small alpha is near-greedy
+            (alpha -> 0 recovers DQN's max backup); it should match the scale of Q-differences.
+        reward_scale: multiplies rewards in the target.
+        target_update_interval: env steps between target updates.
+        max_grad_norm: gradient-norm clip of the Q-network update (DQN's 10).
+        stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as in SB3.
+        _init_setup_model: build the networks now (False when loading).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy: DiscreteSQLPolicy
+
+    def __init__(
+        self,
+        policy: str | type[DiscreteSQLPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 32,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        alpha: float = 0.01,
+        reward_scale: float = 1.0,
+        target_update_interval: int = 10_000,
+        max_grad_norm: float = 10.0,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        alpha = check_positive_float("alpha", alpha)
+        reward_scale = check_positive_float("reward_scale", reward_scale)
+        check_int("target_update_interval", target_update_interval, minimum=1)
+        max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm)
+        if isinstance(policy, str) and policy not in self.policy_aliases:
+            raise ValueError(
+                f"policy must be one of {list(self.policy_aliases)} or a policy class, got {policy!r}"
+            )
+        policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+        if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
+            raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
+        if isinstance(policy_class, type) and issubclass(policy_class, DiscreteSQLPolicy):
+            kwargs = check_policy_kwargs(policy_class, policy_kwargs)
+            if "temperature" in kwargs:
+                raise ValueError("policy_kwargs['temperature'] is set by the algorithm: pass alpha instead")
+            policy_class.check_kwargs(**kwargs)
+        env, observation_space, action_space = env_spaces(env, verbose)
+        if env is not None:
+            check_observation_space(observation_space)
+            check_action_space_discrete(action_space)
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise=None,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Discrete,),
+            support_multi_env=True,
+        )
+        self.alpha = alpha
+        self.reward_scale = reward_scale
+        self.target_update_interval = target_update_interval
+        self.max_grad_norm = max_grad_norm
+        self._n_calls = 0
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self.policy_kwargs = {**self.policy_kwargs, "temperature": self.alpha}
+        super()._setup_model()
+        self._create_aliases()
+
+    def _create_aliases(self) -> None:
+        self.q_net = self.policy.q_net
+        self.q_net_target = self.policy.q_net_target
+
+    def _on_step(self) -> None:
+        # Each call is one VecEnv step, i.e. n_envs transitions (as SB3's DQN counts).
+        self._n_calls += 1
+        if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
+            polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+
+    def train(self, gradient_steps: int, batch_size: int = 32) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        losses, q_means, values, entropies = [], [], [], []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
+            with torch.no_grad():
+                logits = self.policy.q_values(data.next_observations, target=True) / self.alpha
+                value = self.alpha * torch.logsumexp(logits, dim=1)
+                log_pi = torch.log_softmax(logits, dim=1)
+                entropy = -(log_pi.exp() * log_pi).sum(1)
+                target = (
+                    self.reward_scale * data.rewards.reshape(-1)
+                    + (1.0 - data.dones.reshape(-1)) * discounts * value
+                )
+            q_all = self.policy.q_values(data.observations)
+            q = q_all.gather(1, data.actions.long().reshape(-1, 1)).reshape(-1)
+            loss = F.smooth_l1_loss(q, target)
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            losses.append(loss.item())
+            q_means.append(q.mean().item())
+            values.append(value.mean().item())
+            entropies.append(entropy.mean().item())
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/q_loss", np.mean(losses))
+        self.logger.record("train/q_values", np.mean(q_means))
+        self.logger.record("train/soft_value", np.mean(values))
+        self.logger.record("train/entropy", np.mean(entropies))
+        self.logger.record("train/alpha", self.alpha)
+
+    def learn(
+        self: SelfDiscreteSQL,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "DiscreteSQL",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDiscreteSQL:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "q_net", "q_net_target"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "policy.optimizer"], []

@@ -1,0 +1,291 @@
+"""The SQL policy: twin state-action energies (critics), their targets, and a Boltzmann policy
+that acts by MCMC action search on the first critic."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import Tensor, nn
+
+from agents.common.checks import check_action_space_box, check_observation_space
+from ebrl import BoltzmannPolicy, StateActionEnergy
+from ebrl._validation import check_choice, check_int, check_positive_float
+from ebrl.energies import ACTIVATIONS
+from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
+
+SAMPLERS = ("langevin", "mala", "dfo")
+# Per-kind default first step size (for "dfo": the initial perturbation std, Implicit BC's 0.33).
+DEFAULT_STEP_SIZE = {"langevin": 0.1, "mala": 0.05, "dfo": 0.33}
+
+
+def make_sampler(
+    sampler: str,
+    n_steps: int,
+    step_size: float | None,
+    sampler_kwargs: dict[str, Any] | None = None,
+) -> Sampler:
+    """Build the action search named by ``sampler`` (raises ValueError/TypeError on bad input).
+
+    ``"langevin"``: Implicit BC's Langevin (Florence et al. 2021): polynomial step decay from
+    ``step_size`` to ``step_size_final`` (default 1e-3, the reference loop of ARCHITECTURE.md) and
+    moves clipped to a tenth of the box. ``"mala"``: Metropolis-adjusted, exact for the truncated
+    Boltzmann density, with the first quarter of the steps adapting the step size.
+    ``"dfo"``: derivative-free iterative resampling; ``step_size`` is its initial noise std.
+    ``sampler_kwargs`` override or extend these per-kind defaults.
+    """
+    kind = check_choice("sampler", sampler, SAMPLERS)
+    n_steps = check_int("n_steps", n_steps, minimum=1)
+    eta = DEFAULT_STEP_SIZE[kind] if step_size is None else check_positive_float("step_size", step_size)
+    if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
+        raise TypeError(f"sampler_kwargs must be a dict or None, got {type(sampler_kwargs).__name__}")
+    extra = dict(sampler_kwargs or {})
+    try:
+        if kind == "langevin":
+            final = min(1e-3, eta)
+            kwargs = {"step_size_final": final, "schedule": "polynomial", "move_clip": 0.1}
+            if n_steps == 1:
+                kwargs = {"schedule": "constant", "move_clip": 0.1}
+            return Langevin(n_steps=n_steps, step_size=eta, **{**kwargs, **extra})
+        if kind == "mala":
+            return MALA(n_steps=n_steps, step_size=eta, **{"adapt_steps": n_steps // 4, **extra})
+        return DerivativeFree(n_steps=n_steps, noise_scale=eta, **extra)
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            raise TypeError(
+                f"sampler_kwargs {sorted(extra)} are not all accepted by sampler={kind!r}: {err}"
+            ) from err
+        raise
+
+
+def check_net_arch(net_arch: Sequence[int]) -> list[int]:
+    if isinstance(net_arch, int | str) or not isinstance(net_arch, Sequence) or len(net_arch) == 0:
+        raise TypeError(f"net_arch must be a non-empty sequence of ints, got {net_arch!r}")
+    return [check_int("net_arch[i]", h, minimum=1) for h in net_arch]
+
+
+class SQLPolicy(BasePolicy):
+    """Policy of :class:`~agents.SQL`: owns the critics E_i(s, a) = -Q_i(s, a), their Polyak
+    targets, and the Boltzmann policy pi(a|s) ∝ exp(Q_1(s, a)/alpha) (Haarnoja et al. 2017, eq. 6).
+
+    Actions are searched by MCMC on the *first* critic only: one network in the inner loop of the
+    search is the cheap choice (ARCHITECTURE.md lists "one critic in the search" as a speed lever);
+    the twin minimum is used where over-estimation matters, in the soft Bellman target.
+    All actions live in [-1, 1]^d (``squash_output=True``: SB3 rescales to the env's box and
+    stores the scaled action in the replay buffer).
+
+    Args:
+        observation_space: the env's observation space (flattened into the state vector).
+        action_space: the env's bounded Box action space.
+        lr_schedule: learning-rate schedule of the critics' optimiser.
+        net_arch: hidden widths of every critic.
+        activation: activation of the critics (one of ``ebrl.energies.ACTIVATIONS``; SiLU gives
+            the smooth action gradients Langevin needs).
+        n_critics: number of critics (2: the twin-Q minimum of Fujimoto et al. 2018).
+        sampler: the action search, ``"langevin"``, ``"mala"`` or ``"dfo"`` (see :func:`make_sampler`).
+        n_steps: MCMC steps K per action search.
+        step_size: first step size of the search (``None``: the per-kind default).
+        sampler_kwargs: extra keyword arguments of the sampler class.
+        n_chains: chains per state in deterministic mode (the lowest-energy one is returned).
+        explore_chains: chains per state for the behaviour (stochastic) action, of which the
+            first is taken (chains are exchangeable: independent for Langevin/MALA, resampled
+            draws for ``"dfo"``, which needs many). ``None``: 1 for Langevin/MALA (the cheapest
+            exact choice), ``n_chains`` for ``"dfo"``.
+        warm_start: keep each env's chain between steps (persistent chains; rows restart when
+            their episode ends), so that fewer steps per env step suffice.
+        temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
+        normalize_images: passed to SB3's observation preprocessing.
+        optimizer_class, optimizer_kwargs: the critics' optimiser.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: Sequence[int] = (256, 256),
+        activation: str = "silu",
+        n_critics: int = 2,
+        sampler: str = "langevin",
+        n_steps: int = 20,
+        step_size: float | None = None,
+        sampler_kwargs: dict[str, Any] | None = None,
+        n_chains: int = 16,
+        explore_chains: int | None = None,
+        warm_start: bool = False,
+        temperature: float = 1.0,
+        normalize_images: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.check_kwargs(
+            net_arch=net_arch,
+            activation=activation,
+            n_critics=n_critics,
+            sampler=sampler,
+            n_steps=n_steps,
+            step_size=step_size,
+            sampler_kwargs=sampler_kwargs,
+            n_chains=n_chains,
+            explore_chains=explore_chains,
+            temperature=temperature,
+        )
+        check_observation_space(observation_space)
+        check_action_space_box(action_space)
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class=FlattenExtractor,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=True,
+        )
+        self.net_arch = check_net_arch(net_arch)
+        self.activation = activation
+        self.n_critics = n_critics
+        self.sampler_kind = sampler
+        self.n_steps = n_steps
+        self.step_size = step_size
+        self.sampler_kwargs = sampler_kwargs
+        self.n_chains = n_chains
+        self.explore_chains = explore_chains
+        self._n_explore = explore_chains or (n_chains if sampler == "dfo" else 1)
+        self.warm_start = bool(warm_start)
+        self.features_extractor = self.make_features_extractor()
+        self.obs_dim = get_flattened_obs_dim(observation_space)
+        self.act_dim = int(action_space.shape[0])
+        self.critics = nn.ModuleList(
+            StateActionEnergy(self.obs_dim, self.act_dim, self.net_arch, activation) for _ in range(n_critics)
+        )
+        self.critic_targets = copy.deepcopy(self.critics)
+        self.critic_targets.requires_grad_(False)
+        self.critic_targets.train(False)
+        # log alpha as a buffer: saved with the policy (policy-only save/load keeps a tuned alpha).
+        self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
+        self.boltzmann = BoltzmannPolicy(
+            self.critics[0],
+            make_sampler(sampler, n_steps, step_size, sampler_kwargs),
+            temperature=temperature,
+            n_chains=n_chains,
+            warm_start=self.warm_start,
+        )
+        self._mode_init: Tensor | None = None
+        self.optimizer = self.optimizer_class(
+            self.critics.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    @staticmethod
+    def check_kwargs(**kwargs: Any) -> None:
+        """Validate constructor arguments without building anything (the algorithm calls this on
+        ``policy_kwargs`` before it creates any state)."""
+        if "net_arch" in kwargs:
+            check_net_arch(kwargs["net_arch"])
+        if "activation" in kwargs:
+            check_choice("activation", kwargs["activation"], list(ACTIVATIONS))
+        if "n_critics" in kwargs:
+            check_int("n_critics", kwargs["n_critics"], minimum=1)
+        if "n_chains" in kwargs:
+            check_int("n_chains", kwargs["n_chains"], minimum=1)
+        if kwargs.get("explore_chains") is not None:
+            check_int("explore_chains", kwargs["explore_chains"], minimum=1)
+        if "temperature" in kwargs:
+            check_positive_float("temperature", kwargs["temperature"])
+        make_sampler(
+            kwargs.get("sampler", "langevin"),
+            kwargs.get("n_steps", 20),
+            kwargs.get("step_size"),
+            kwargs.get("sampler_kwargs"),
+        )
+
+    @property
+    def energy(self) -> StateActionEnergy:
+        """E(s, a) = -Q_1(s, a), the energy the Boltzmann policy samples (hand it to any head)."""
+        return self.critics[0]
+
+    @property
+    def temperature(self) -> float:
+        return float(self.log_temperature.exp())
+
+    def set_temperature(self, log_alpha: Tensor) -> None:
+        with torch.no_grad():
+            self.log_temperature.copy_(log_alpha.reshape(()))
+        self.boltzmann.temperature = self.temperature
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            lr_schedule=self._dummy_schedule,
+            net_arch=self.net_arch,
+            activation=self.activation,
+            n_critics=self.n_critics,
+            sampler=self.sampler_kind,
+            n_steps=self.n_steps,
+            step_size=self.step_size,
+            sampler_kwargs=self.sampler_kwargs,
+            n_chains=self.n_chains,
+            explore_chains=self.explore_chains,
+            warm_start=self.warm_start,
+            temperature=self.temperature,
+            optimizer_class=self.optimizer_class,
+            optimizer_kwargs=self.optimizer_kwargs,
+        )
+        return data
+
+    def states(self, obs: PyTorchObs) -> Tensor:
+        """The flat float state vector the energies take."""
+        return self.extract_features(obs, self.features_extractor)
+
+    def q_values(self, states: Tensor, actions: Tensor, target: bool = False) -> list[Tensor]:
+        """Q_i(s, a) = -E_i(s, a) of every critic (or target critic)."""
+        nets = self.critic_targets if target else self.critics
+        return [-net(states, actions) for net in nets]
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
+        states = self.states(observation)
+        self.boltzmann.temperature = self.temperature
+        # SB3 predicts under no_grad; the search needs input gradients of the energy.
+        with torch.enable_grad():
+            if deterministic:
+                return self._mode(states)
+            return self.boltzmann.sample(states, n=self._n_explore)[:, 0]
+
+    def _mode(self, states: Tensor) -> Tensor:
+        """Noise-free search from one fixed set of starting points shared by every state.
+
+        ``BoltzmannPolicy.mode`` draws its fixed start per batch row, so the same state answers
+        differently at another row; sharing the start makes the mode a function of the state.
+        """
+        if self._mode_init is None or self._mode_init.device != states.device:
+            fixed = torch.Generator(device="cpu").manual_seed(0)
+            start = self.boltzmann.sampler.uniform((1, self.n_chains, self.act_dim), generator=fixed)
+            self._mode_init = start.to(device=states.device, dtype=states.dtype)
+        init = self._mode_init.expand(states.shape[0], -1, -1)
+        result = self.boltzmann.sampler.sample(
+            self.energy, init, context=states, temperature=self.boltzmann.temperature, deterministic=True
+        )
+        self.boltzmann.last_result = result
+        return result.best()
+
+    def reset_chains(self, mask: Tensor | None = None) -> None:
+        """Restart warm-started chains (all, or the env rows where ``mask`` is True)."""
+        try:
+            self.boltzmann.reset_chains(mask)
+        except ValueError:
+            # The persistent chains were last used with another batch size (e.g. an evaluation
+            # on a different number of envs): start them all afresh.
+            self.boltzmann.reset_chains(None)
+
+
+MlpPolicy = SQLPolicy

@@ -1,0 +1,333 @@
+"""Soft Q-learning (Haarnoja et al. 2017) as a stable-baselines3 off-policy algorithm.
+
+The math, top to bottom (one gradient step):
+
+    a_i ~ U([-1, 1]^d), i = 1..M                                  (proposal, one batch x M pass)
+    Q'(s', a_i) = min_j Q_target_j(s', a_i)                         (twin minimum)
+    V(s') = alpha [logsumexp_i Q'(s', a_i)/alpha - log M + d log 2]  (eq. 10, uniform proposal)
+    y = reward_scale r + gamma (1 - done) V(s')                     (soft Bellman target)
+    L = sum_j 1/2 (Q_j(s, a) - y)^2                                 (critic loss)
+    theta_target <- tau theta + (1 - tau) theta_target              (Polyak)
+
+and, with ``alpha="auto"``, log alpha follows SAC's temperature loss with the entropy estimate
+H = (V - E_pi[Q]) / alpha computed from the same particles. The policy is the Boltzmann policy
+pi(a|s) ∝ exp(Q_1(s, a)/alpha), sampled by MCMC action search (:class:`~agents.sql.SQLPolicy`).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import polyak_update
+
+from agents.common.checks import (
+    check_action_space_box,
+    check_observation_space,
+    check_policy_kwargs,
+    env_spaces,
+)
+from agents.sql.policies import MlpPolicy, SQLPolicy
+from agents.sql.soft_value import ESTIMATORS, mixture_soft_value, uniform_soft_value
+from ebrl._validation import check_choice, check_int, check_positive_float
+
+SelfSQL = TypeVar("SelfSQL", bound="SQL")
+
+
+def parse_alpha(alpha: float | str) -> tuple[float, bool]:
+    """``alpha`` as (initial value, learned?): a float > 0, ``"auto"`` (start at 1.0) or ``"auto_<init>"``."""
+    if isinstance(alpha, str):
+        if alpha == "auto":
+            return 1.0, True
+        if alpha.startswith("auto_"):
+            try:
+                init = float(alpha[5:])
+            except ValueError:
+                init = math.nan
+            if not (math.isfinite(init) and init > 0):
+                raise ValueError(
+                    f"alpha must be a float > 0, 'auto' or 'auto_<init>' with init > 0, got {alpha!r}"
+                )
+            return init, True
+        raise ValueError(f"alpha must be a float > 0, 'auto' or 'auto_<init>', got {alpha!r}")
+    return check_positive_float("alpha", alpha), False
+
+
+def check_target_entropy(target_entropy: float | str) -> float | str:
+    """``"auto"`` or a finite number (nats; negative is usual for continuous actions)."""
+    if isinstance(target_entropy, str):
+        return check_choice("target_entropy", target_entropy, ["auto"])
+    if isinstance(target_entropy, bool) or not isinstance(target_entropy, Real):
+        raise TypeError(f"target_entropy must be 'auto' or a real number, got {target_entropy!r}")
+    if not math.isfinite(target_entropy):
+        raise ValueError(f"target_entropy must be finite, got {target_entropy!r}")
+    return float(target_entropy)
+
+
+class SQL(OffPolicyAlgorithm):
+    """Soft Q-learning with an MCMC Boltzmann policy, for bounded Box action spaces.
+
+    Args:
+        policy: ``"MlpPolicy"`` or an :class:`SQLPolicy` subclass.
+        env: the environment (or its Gymnasium id).
+        learning_rate: critics' learning rate (constant or schedule).
+        buffer_size: replay buffer size.
+        learning_starts: env steps of uniformly random actions before learning starts.
+        batch_size: minibatch size.
+        tau: Polyak coefficient of the target critics (0.005).
+        gamma: discount factor.
+        train_freq: update the model every ``train_freq`` steps (or ``(n, "episode")``).
+        gradient_steps: gradient steps per rollout (-1: as many as env steps collected).
+        action_noise: optional extra action noise (SB3's ``ActionNoise``), rarely useful here.
+        replay_buffer_class, replay_buffer_kwargs, optimize_memory_usage, n_steps: SB3's replay options
+            (``n_steps`` > 1: n-step returns).
+        alpha: the temperature alpha of pi ∝ exp(Q/alpha) (the paper's alpha; > 0), or ``"auto"`` /
+            ``"auto_<init>"`` to learn log alpha toward ``target_entropy`` as SAC does.
+        target_entropy: entropy aimed for with a learned alpha (``"auto"``: -dim(A), as in SAC).
+        reward_scale: multiplies rewards in the target (the paper's reward scale; equivalent to
+            dividing alpha by it).
+        n_particles: M, importance-sampling particles per next state for the soft value.
+        value_estimator: ``"uniform"`` (i.i.d. uniform particles, the paper's estimator),
+            ``"stratified"`` (Latin-hypercube uniform particles: the same density, lower variance)
+            or ``"mixture"`` (half the particles uniform, half from one resampling step of the
+            derivative-free sampler in a defensive mixture with a known density; see
+            :func:`agents.sql.soft_value.mixture_soft_value`).
+        target_update_interval: gradient steps between Polyak updates.
+        stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as in SB3.
+        _init_setup_model: build the networks now (False when loading).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy: SQLPolicy
+
+    def __init__(
+        self,
+        policy: str | type[SQLPolicy],
+        env: GymEnv | str | None,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        alpha: float | str = 0.1,
+        target_entropy: float | str = "auto",
+        reward_scale: float = 1.0,
+        n_particles: int = 16,
+        value_estimator: str = "stratified",
+        target_update_interval: int = 1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        # Every check runs before SB3 builds anything (ARCHITECTURE.md, "errors").
+        alpha_init, alpha_auto = parse_alpha(alpha)
+        target_entropy = check_target_entropy(target_entropy)
+        reward_scale = check_positive_float("reward_scale", reward_scale)
+        n_particles = check_int("n_particles", n_particles, minimum=1)
+        check_choice("value_estimator", value_estimator, ESTIMATORS)
+        check_int("target_update_interval", target_update_interval, minimum=1)
+        policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+        if isinstance(policy, str) and policy not in self.policy_aliases:
+            raise ValueError(
+                f"policy must be one of {list(self.policy_aliases)} or a policy class, got {policy!r}"
+            )
+        if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
+            raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
+        if isinstance(policy_class, type) and issubclass(policy_class, SQLPolicy):
+            kwargs = check_policy_kwargs(policy_class, policy_kwargs)
+            if "temperature" in kwargs:
+                raise ValueError("policy_kwargs['temperature'] is set by the algorithm: pass alpha instead")
+            policy_class.check_kwargs(**kwargs)
+        env, observation_space, action_space = env_spaces(env, verbose)
+        if env is not None:
+            check_observation_space(observation_space)
+            check_action_space_box(action_space)
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
+        )
+        self.alpha = alpha
+        self.target_entropy = target_entropy
+        self.reward_scale = reward_scale
+        self.n_particles = n_particles
+        self.value_estimator = value_estimator
+        self.target_update_interval = target_update_interval
+        self._alpha_init, self._alpha_auto = alpha_init, alpha_auto
+        self.alpha_optimizer: torch.optim.Optimizer | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self.policy_kwargs = {**self.policy_kwargs, "temperature": self._alpha_init}
+        super()._setup_model()
+        self._create_aliases()
+        if self.target_entropy == "auto":
+            self.target_entropy = -float(np.prod(self.action_space.shape))
+        self.target_entropy = float(self.target_entropy)
+        self.log_alpha = torch.full((), math.log(self._alpha_init), device=self.device)
+        if self._alpha_auto:
+            self.log_alpha.requires_grad_(True)
+            self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=self.lr_schedule(1))
+
+    def _create_aliases(self) -> None:
+        self.critic = self.policy.critics
+        self.critic_target = self.policy.critic_targets
+
+    def _soft_value(
+        self, next_states: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V(s') and the entropy estimate H(s') by importance sampling, from the twin-minimum
+        of the target critics at every particle (one forward pass over batch x M per critic)."""
+
+        def q_min(particles: torch.Tensor) -> torch.Tensor:
+            return torch.stack(self.policy.q_values(next_states, particles, target=True)).min(0).values
+
+        batch, act_dim = next_states.shape[0], self.policy.act_dim
+        if self.value_estimator == "mixture":
+            return mixture_soft_value(q_min, batch, self.n_particles, act_dim, alpha, device=self.device)
+        stratified = self.value_estimator == "stratified"
+        return uniform_soft_value(
+            q_min, batch, self.n_particles, act_dim, alpha, stratified=stratified, device=self.device
+        )
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.policy.set_training_mode(True)
+        optimizers = [self.policy.optimizer]
+        if self.alpha_optimizer is not None:
+            optimizers.append(self.alpha_optimizer)
+        self._update_learning_rate(optimizers)
+        q_losses, q_values, values, entropies, alphas, alpha_losses = [], [], [], [], [], []
+        for step in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
+            alpha = self.log_alpha.detach().exp()
+            states = self.policy.states(data.observations)
+            with torch.no_grad():
+                next_states = self.policy.states(data.next_observations)
+                value, entropy = self._soft_value(next_states, alpha)
+                target = (
+                    self.reward_scale * data.rewards.reshape(-1)
+                    + (1.0 - data.dones.reshape(-1)) * discounts * value
+                )
+            current = self.policy.q_values(states, data.actions)
+            q_loss = 0.5 * sum(F.mse_loss(q, target) for q in current)
+            self.policy.optimizer.zero_grad()
+            q_loss.backward()
+            self.policy.optimizer.step()
+
+            if self.alpha_optimizer is not None:
+                # SAC's temperature loss with -log pi replaced by the Boltzmann entropy estimate.
+                alpha_loss = self.log_alpha * (entropy.mean() - self.target_entropy)
+                self.alpha_optimizer.zero_grad()
+                alpha_loss.backward()
+                self.alpha_optimizer.step()
+                alpha_losses.append(alpha_loss.item())
+                self.policy.set_temperature(self.log_alpha.detach())
+            if step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+
+            q_losses.append(q_loss.item())
+            q_values.append(current[0].mean().item())
+            values.append(value.mean().item())
+            entropies.append(entropy.mean().item())
+            alphas.append(alpha.item())
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/q_loss", np.mean(q_losses))
+        self.logger.record("train/q_values", np.mean(q_values))
+        self.logger.record("train/soft_value", np.mean(values))
+        self.logger.record("train/entropy", np.mean(entropies))
+        self.logger.record("train/alpha", np.mean(alphas))
+        if alpha_losses:
+            self.logger.record("train/alpha_loss", np.mean(alpha_losses))
+        result = self.policy.boltzmann.last_result
+        if result is not None:
+            for key, val in result.diagnostics().items():
+                self.logger.record(key, val)
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        # A finished episode's next state does not follow from the last one: restart its chain.
+        if self.policy.warm_start and np.any(dones):
+            self.policy.reset_chains(torch.as_tensor(np.asarray(dones, dtype=bool)))
+
+    def learn(
+        self: SelfSQL,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "SQL",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSQL:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "critic", "critic_target"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "policy.optimizer"]
+        if self.alpha_optimizer is not None:
+            state_dicts.append("alpha_optimizer")
+        return state_dicts, ["log_alpha"]

@@ -1,0 +1,476 @@
+"""Heads on offline data, side by side with their peers: anomaly AUROC, denoising PSNR, generation
+MMD, and a trained SQL agent's energy as an anomaly score.
+
+    python experiments/benchmarks/heads.py            # full run (about 10-15 min on 1 thread)
+    python experiments/benchmarks/heads.py --quick    # smoke run (about 1 min)
+
+Writes experiments/results/heads.{json,md} and heads_*.png (``--quick``: heads_quick.*).
+Hyperparameters are fixed once for all tasks and seeds; no test label is used for any choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ebrl import Energy, MLPEnergy
+from ebrl.heads import AnomalyScorer, Denoiser, Generator
+from ebrl.samplers import Langevin
+from ebrl.training import DenoisingScoreMatching, fit
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SIGMAS_DENOISE = (0.1, 0.2, 0.3, 0.5)
+
+
+class GaussianResidualEnergy(Energy):
+    """E(x | k, sigma) = 1/2 (x - mu_k)^T (Sigma_k + sigma^2 I)^-1 (x - mu_k) + r_theta(x, c).
+
+    The quadratic is the exact energy of the noisy Gaussian fit N(mu_k, Sigma_k + sigma^2 I) of
+    class k (one class: no label), so Tweedie on it alone is the LMMSE denoiser; the MLP residual
+    r_theta (zero at initialisation) learns the non-Gaussian part by denoising score matching
+    (a residual energy on a Gaussian base). The context is [one-hot label (if classes > 1), log sigma].
+    """
+
+    def __init__(self, mus: np.ndarray, covs: np.ndarray, hidden: tuple[int, ...] = (256, 256)) -> None:
+        super().__init__()
+        n_classes, dim = mus.shape
+        self.x_dim, self.n_classes = dim, n_classes
+        self.context_dim = (n_classes if n_classes > 1 else 0) + 1
+        lam, u = np.linalg.eigh(covs)
+        self.register_buffer("mu", torch.tensor(mus, dtype=torch.float32))
+        self.register_buffer("lam", torch.tensor(np.clip(lam, 1e-6, None), dtype=torch.float32))
+        self.register_buffer("u", torch.tensor(u, dtype=torch.float32))
+        self.residual = MLPEnergy(dim, hidden, context_dim=self.context_dim)
+        nn.init.zeros_(self.residual.net[-1].weight)
+        nn.init.zeros_(self.residual.net[-1].bias)
+
+    def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        assert context is not None, "context must end with log sigma"
+        sigma2 = context[..., -1:].mul(2).exp()[..., None]
+        z = torch.einsum("...d,kde->...ke", x, self.u) - torch.einsum("kd,kde->ke", self.mu, self.u)
+        quad = 0.5 * (z * z / (self.lam + sigma2)).sum(-1)
+        quad = quad[..., 0] if self.n_classes == 1 else (quad * context[..., : self.n_classes]).sum(-1)
+        return quad + self.residual.energy(x, context)
+
+
+def at_sigma(energy: Energy, sigma: float, label: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """x -> E(x | [label,] log sigma): the energy at one noise level as a plain callable."""
+
+    def fn(x: Tensor) -> Tensor:
+        ls = torch.full((*x.shape[:-1], 1), math.log(sigma))
+        ctx = ls if label is None else torch.cat([label.expand(*x.shape[:-1], label.shape[-1]), ls], -1)
+        return energy.energy(x, ctx)
+
+    return fn
+
+
+# ---------------------------------------------------------------- anomaly detection (AUROC)
+def anomaly_task(name: str, seed: int, digit: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ODDS-style split: train on 60 % of the normal class, test on the rest plus the anomalies."""
+    from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+
+    rng = np.random.default_rng(seed)
+    if name == "breast_cancer":
+        x, y = load_breast_cancer(return_X_y=True)
+        normal, anomalies, k = x[y == 1], x[y == 0], 21
+    elif name == "wine":
+        x, y = load_wine(return_X_y=True)
+        normal, anomalies, k = x[y != 0], x[y == 0], 10
+    elif name == "digits_vs_zeros":
+        x, y = load_digits(return_X_y=True)
+        normal, anomalies = x[y != 0], x[y == 0]
+        k = round(0.03 * len(normal))
+    else:  # one-class digits: normal = one digit, anomalies = held-out 40 % of every other digit
+        x, y = load_digits(return_X_y=True)
+        normal, others = x[y == digit], x[y != digit]
+        anomalies, k = others, int(0.4 * len(others))
+    anomalies = anomalies[rng.choice(len(anomalies), k, replace=False)]
+    perm = rng.permutation(len(normal))
+    n_train = int(0.6 * len(normal))
+    train, test_normal = normal[perm[:n_train]], normal[perm[n_train:]]
+    test = np.vstack([test_normal, anomalies])
+    return train, test, np.r_[np.zeros(len(test_normal)), np.ones(len(anomalies))]
+
+
+def anomaly_scores(train: np.ndarray, test: np.ndarray, seed: int, steps: int) -> dict[str, np.ndarray]:
+    """Scores (higher = more anomalous) of every method on standardised features."""
+    from sklearn.covariance import LedoitWolf
+    from sklearn.ensemble import IsolationForest
+    from sklearn.neighbors import LocalOutlierFactor
+    from sklearn.svm import OneClassSVM
+
+    mu, sd = train.mean(0), train.std(0)
+    sd[sd < 1e-8] = 1.0  # constant pixels of digits
+    a, b = (train - mu) / sd, (test - mu) / sd
+    lw = LedoitWolf().fit(a)
+    out = {
+        "IsolationForest": -IsolationForest(random_state=seed).fit(a).score_samples(b),
+        "LocalOutlierFactor": -LocalOutlierFactor(novelty=True).fit(a).score_samples(b),
+        "OneClassSVM": -OneClassSVM(gamma="scale", nu=0.1).fit(a).score_samples(b),
+        "Gaussian (Ledoit-Wolf)": lw.mahalanobis(b),
+    }
+    torch.manual_seed(seed)
+    sigmas = (0.5, 1.0, 2.0)
+    energy = GaussianResidualEnergy(lw.location_[None], lw.covariance_[None], (128, 128))
+    fit(energy, torch.tensor(a, dtype=torch.float32), DenoisingScoreMatching(sigmas, noise_conditional=True),
+        n_steps=steps, lr=1e-3, weight_decay=1e-4, generator=torch.Generator().manual_seed(seed))
+    # Multi-scale score: the mean energy over the noise levels (an ensemble of the smoothed
+    # densities; each level's unknown constant shifts every score alike).
+    scorer = AnomalyScorer([at_sigma(energy, s) for s in sigmas])
+    out["EBM (DSM, residual)"] = scorer.score(torch.tensor(b, dtype=torch.float32)).numpy()
+    return out
+
+
+def run_anomaly(seeds: int, one_class_seeds: int, steps: int, bar: tqdm) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    res: dict[str, dict[str, list[float]]] = {}
+    jobs = [(t, s, 0) for t in ("breast_cancer", "wine", "digits_vs_zeros") for s in range(seeds)]
+    jobs += [("one_class_digits", s, d) for s in range(one_class_seeds) for d in range(10)]
+    per_digit: dict[str, list[list[float]]] = {}
+    for task, seed, digit in jobs:
+        train, test, labels = anomaly_task(task, seed, digit)
+        scores = anomaly_scores(train, test, seed, steps)
+        for method, sc in scores.items():
+            auc = float(roc_auc_score(labels, sc))
+            if task == "one_class_digits":
+                per_digit.setdefault(method, [[] for _ in range(one_class_seeds)])[seed].append(auc)
+            else:
+                res.setdefault(task, {}).setdefault(method, []).append(auc)
+        bar.update(1)
+    # One-class digits: the mean over the 10 digits is one number per seed.
+    res["one_class_digits"] = {m: [float(np.mean(v)) for v in runs] for m, runs in per_digit.items()}
+    return {t: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for m, v in d.items()}
+            for t, d in res.items()}
+
+
+# ---------------------------------------------------------------- denoising (PSNR)
+def psnr(estimate: Tensor, clean: Tensor) -> float:
+    return float(10 * torch.log10(1.0 / ((estimate.clamp(0, 1) - clean) ** 2).mean()))
+
+
+def run_denoising(steps: int, bar: tqdm) -> tuple[dict, dict]:
+    from scipy.ndimage import gaussian_filter
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+
+    x = load_digits().data / 16.0
+    perm = np.random.default_rng(0).permutation(len(x))
+    train, val, test = x[perm[:1100]], x[perm[1100:1300]], x[perm[1300:]]
+    mu, cov = train.mean(0), np.cov(train.T)
+    gen = torch.Generator().manual_seed(123)
+    clean = torch.tensor(test, dtype=torch.float32)
+    noisy = {s: clean + s * torch.randn(clean.shape, generator=gen) for s in SIGMAS_DENOISE}
+    val_t = torch.tensor(val, dtype=torch.float32)
+    val_noisy = {s: val_t + s * torch.randn(val_t.shape, generator=gen) for s in SIGMAS_DENOISE}
+
+    def smooth(z: np.ndarray, w: float) -> np.ndarray:
+        return gaussian_filter(z.reshape(-1, 8, 8), sigma=(0, w, w)).reshape(-1, 64)
+
+    pcas = {k: PCA(k).fit(train) for k in (5, 10, 15, 20, 30, 40)}
+
+    def project(z: Tensor, k: int) -> Tensor:
+        return torch.tensor(pcas[k].inverse_transform(pcas[k].transform(z.numpy())), dtype=torch.float32)
+
+    out: dict[str, dict[str, float]] = {"noisy": {}, "Gaussian filter": {}, "PCA projection": {},
+                                        "LMMSE (linear-Gaussian Tweedie)": {}, "EBM (DSM + Tweedie)": {}}
+    for s in SIGMAS_DENOISE:
+        out["noisy"][str(s)] = psnr(noisy[s], clean)
+        # Peers' own parameters (filter width, PCA rank) are picked on the validation split.
+        w = max((0.3, 0.5, 0.7, 1.0, 1.5), key=lambda w, s=s: psnr(
+            torch.tensor(smooth(val_noisy[s].numpy(), w), dtype=torch.float32), val_t))
+        filtered = torch.tensor(smooth(noisy[s].numpy(), w), dtype=torch.float32)
+        out["Gaussian filter"][str(s)] = psnr(filtered, clean)
+
+        k = max(pcas, key=lambda k, s=s: psnr(project(val_noisy[s], k), val_t))
+        out["PCA projection"][str(s)] = psnr(project(noisy[s], k), clean)
+        gain = cov @ np.linalg.inv(cov + s**2 * np.eye(64))
+        lmmse = mu + (noisy[s].numpy() - mu) @ gain.T
+        out["LMMSE (linear-Gaussian Tweedie)"][str(s)] = psnr(torch.tensor(lmmse, dtype=torch.float32), clean)
+    torch.manual_seed(0)
+    energy = GaussianResidualEnergy(mu[None], cov[None], (256, 256))
+    levels = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
+    dsm = DenoisingScoreMatching(levels, noise_conditional=True)
+    fit(energy, torch.tensor(train, dtype=torch.float32), dsm, n_steps=steps, lr=1e-3,
+        generator=torch.Generator().manual_seed(0))
+    den = Denoiser(energy, noise_conditional=True, clip=(0, 1))
+    examples = {}
+    for s in SIGMAS_DENOISE:
+        est = den.denoise(noisy[s], s)
+        out["EBM (DSM + Tweedie)"][str(s)] = psnr(est, clean)
+        examples[s] = (noisy[s][:8], est[:8])
+    bar.update(1)
+    plot_denoising(clean[:8], examples)
+    return out, {"train": len(train), "val": len(val), "test": len(test), "dsm_levels": list(levels)}
+
+
+def plot_denoising(clean: Tensor, examples: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 1 + 2 * len(examples)
+    fig, axes = plt.subplots(rows, 8, figsize=(8, rows * 1.05))
+    labels = ["clean"] + [f"{kind} σ={s}" for s in examples for kind in ("noisy", "EBM")]
+    imgs = [clean] + [t for s in examples for t in examples[s]]
+    for r, (lab, im) in enumerate(zip(labels, imgs, strict=True)):
+        for c in range(8):
+            axes[r, c].imshow(im[c].clamp(0, 1).reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
+            axes[r, c].axis("off")
+        axes[r, 0].set_title(lab, fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(OUT_PREFIX.with_name(OUT_PREFIX.name + "_denoising.png"), dpi=110)
+    plt.close(fig)
+
+
+OUT_PREFIX = RESULTS / "heads"
+
+
+# ---------------------------------------------------------------- generation (MMD, classifier accuracy)
+def mmd2(a: np.ndarray, b: np.ndarray, bandwidth: float) -> float:
+    """Unbiased squared MMD with an RBF kernel exp(-|x - y|^2 / (2 h^2)) (Gretton et al. 2012)."""
+    def k(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        d2 = (u**2).sum(1)[:, None] + (v**2).sum(1)[None] - 2 * u @ v.T
+        return np.exp(-np.clip(d2, 0, None) / (2 * bandwidth**2))
+
+    kaa, kbb = k(a, a), k(b, b)
+    n, m = len(a), len(b)
+    return float((kaa.sum() - np.trace(kaa)) / (n * (n - 1)) + (kbb.sum() - np.trace(kbb)) / (m * (m - 1))
+                 - 2 * k(a, b).mean())
+
+
+def annealed_langevin(
+    energy: Energy, mus: np.ndarray, covs: np.ndarray, levels: tuple[float, ...], n_steps: int,
+    per_class: int,
+) -> np.ndarray:
+    """Class-conditional samples ``(10 * per_class, 64)`` by annealed Langevin (Song & Ermon 2019)."""
+    gen, rng, out = torch.Generator().manual_seed(1), np.random.default_rng(1), []
+    for k in range(len(mus)):
+        label = torch.eye(len(mus))[k]
+        # Chains start from the energy's own Gaussian base at the largest level, N(mu_k,
+        # Sigma_k + sigma_0^2 I), an exact draw of its quadratic part: Langevin at the small steps
+        # the fine levels need barely moves along the high-variance principal directions.
+        z0 = rng.multivariate_normal(mus[k], covs[k] + levels[0] ** 2 * np.eye(64), per_class)
+        z = torch.tensor(z0.clip(-1.0, 2.0), dtype=torch.float32)[None]
+        # Steps eta_i = 0.05 sigma_i^2 from the largest level to the smallest (below the curvature
+        # 1/sigma^2 of each smoothed density), then a Tweedie step removes the last level's noise.
+        for s in levels:
+            sampler = Langevin(n_steps=n_steps, step_size=0.05 * s**2, bounds=(-1.0, 2.0))
+            head = Generator(at_sigma(energy, s, label), sampler, x_dim=64)
+            z = head.sample(per_class, init=z, generator=gen)[None]
+        final = Denoiser(at_sigma(energy, levels[-1], label), clip=(0, 1))
+        out.append(final.denoise(z[0], levels[-1]).numpy())
+    return np.concatenate(out)
+
+
+def run_generation(steps: int, per_class: int, step_choices: tuple[int, ...], bar: tqdm) -> dict:
+    from sklearn.covariance import LedoitWolf
+    from sklearn.datasets import load_digits
+    from sklearn.mixture import GaussianMixture
+    from sklearn.svm import SVC
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    perm = np.random.default_rng(0).permutation(len(x))
+    train, ytr = x[perm[:1300]], y[perm[:1300]]
+    # Held-out digits: a validation part picks the MCMC length, the rest is the test set.
+    val, test, yte = x[perm[1300:1500]], x[perm[1500:]], y[perm[1500:]]
+    mus = np.stack([train[ytr == k].mean(0) for k in range(10)])
+    covs = np.stack([LedoitWolf().fit(train[ytr == k]).covariance_ for k in range(10)])
+    onehot = torch.eye(10)[torch.tensor(ytr)]
+    levels = tuple(float(s) for s in np.geomspace(0.5, 0.03, 10))
+    torch.manual_seed(0)
+    energy = GaussianResidualEnergy(mus, covs, (256, 256))
+    dsm = DenoisingScoreMatching(levels, noise_conditional=True)
+    fit(energy, torch.tensor(train, dtype=torch.float32), dsm, context=onehot, n_steps=steps, lr=1e-3,
+        generator=torch.Generator().manual_seed(0))
+
+    def median_distance(z: np.ndarray) -> float:
+        d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
+        return float(np.median(d[np.triu_indices(len(z), 1)]))
+
+    bw_val, bandwidth = median_distance(val), median_distance(test)
+    candidates = {t: annealed_langevin(energy, mus, covs, levels, t, per_class) for t in step_choices}
+    val_mmd = {t: mmd2(z, val, bw_val) for t, z in candidates.items()}
+    best_t = min(val_mmd, key=val_mmd.get)
+    rng = np.random.default_rng(0)
+    samples = {"EBM (DSM, annealed Langevin)": candidates[best_t]}
+    gmm_parts, base_parts = [], []
+    for k in range(10):
+        xk = train[ytr == k]
+        gmm = min((GaussianMixture(c, reg_covar=1e-3, random_state=0).fit(xk) for c in (1, 2, 3)),
+                  key=lambda g, xk=xk: g.bic(xk))
+        gmm_parts.append(np.clip(gmm.sample(per_class)[0], 0, 1))
+        base_parts.append(np.clip(rng.multivariate_normal(mus[k], covs[k], per_class), 0, 1))
+    samples["GaussianMixture"] = np.concatenate(gmm_parts)
+    samples["Gaussian base only (LW)"] = np.concatenate(base_parts)
+    labels = np.repeat(np.arange(10), per_class)
+    clf = SVC(gamma="scale").fit(train, ytr)
+    real = train[rng.choice(len(train), min(10 * per_class, len(train)), replace=False)]
+    # Reference: real training digits against the same test set; the classifier on real test digits.
+    out = {"real digits (reference)": {"mmd2": mmd2(real, test, bandwidth),
+                                       "accuracy": float(clf.score(test, yte))}}
+    for name, z in samples.items():
+        out[name] = {"mmd2": mmd2(z, test, bandwidth), "accuracy": float(clf.score(z, labels))}
+    bar.update(1)
+    plot_samples(samples, per_class)
+    return {"results": out, "levels": list(levels), "mcmc_steps_per_level": best_t,
+            "validation_mmd2_by_steps": {str(t): v for t, v in val_mmd.items()},
+            "samples_per_class": per_class, "bandwidth": bandwidth, "test_digits": len(test)}
+
+
+def plot_samples(samples: dict[str, np.ndarray], per_class: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(per_class, 10)
+    fig, axes = plt.subplots(10, cols * len(samples) + len(samples) - 1, figsize=(len(samples) * 4.2, 4.4))
+    for j, (name, s) in enumerate(samples.items()):
+        for k in range(10):
+            for c in range(cols):
+                ax = axes[k, j * (cols + 1) + c]
+                ax.imshow(s[k * per_class + c].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+        axes[0, j * (cols + 1)].set_title(name, fontsize=8, loc="left")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.savefig(OUT_PREFIX.with_name(OUT_PREFIX.name + "_samples.png"), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- RL: a trained SQL agent's energy
+def run_rl(timesteps: int, bar: tqdm) -> dict:
+    """AUROC of E(s, a), -log pi(a|s) and F(s) separating the agent's own replay data from
+    perturbed actions, uniform actions and unseen states; skipped when agents is not importable."""
+    try:
+        from agents import SQL
+    except ImportError as err:
+        bar.update(1)
+        return {"skipped": f"agents is not importable ({err}); the RL case needs agents.SQL"}
+    from sklearn.metrics import roc_auc_score
+
+    model = SQL("MlpPolicy", "Pendulum-v1", seed=0, learning_starts=200, device="cpu")
+    t0 = time.perf_counter()
+    model.learn(timesteps)
+    train_s = time.perf_counter() - t0
+    rb = model.replay_buffer
+    n = min(rb.size(), 1000)
+    last = (np.arange(rb.pos - n, rb.pos)) % rb.buffer_size
+    states = torch.tensor(rb.observations[last, 0], dtype=torch.float32)
+    actions = torch.tensor(rb.actions[last, 0], dtype=torch.float32)  # scaled to [-1, 1] by SB3
+    gen = torch.Generator().manual_seed(0)
+    uniform = torch.rand(actions.shape, generator=gen) * 2 - 1
+    perturbed = (actions + 0.5 * torch.randn(actions.shape, generator=gen)).clamp(-1, 1)
+    policy = model.policy
+    scorer = AnomalyScorer(policy.energy, temperature=policy.temperature, n_partition=1024)
+    labels = np.r_[np.zeros(n), np.ones(n)]
+    out: dict = {"env": "Pendulum-v1", "timesteps": timesteps, "train_seconds": train_s,
+                 "alpha": policy.temperature, "pairs": n, "auroc": {}}
+    for neg_name, neg in (("uniform actions", uniform), ("perturbed actions (+N(0, 0.5^2))", perturbed)):
+        for score_name, fn in (("E(s,a)", lambda a: scorer.score(a, context=states)),
+                               ("-log pi(a|s)", lambda a: scorer.score_normalized(a, states, gen))):
+            sc = np.r_[fn(actions).numpy(), fn(neg).numpy()]
+            out["auroc"][f"{neg_name}: {score_name}"] = float(roc_auc_score(labels, sc))
+    low, high = model.observation_space.low, model.observation_space.high
+    unseen = torch.tensor(np.random.default_rng(0).uniform(low, high, (n, len(low))), dtype=torch.float32)
+    f = np.r_[scorer.score_states(states, gen).numpy(), scorer.score_states(unseen, gen).numpy()]
+    key = "unseen states (uniform on the observation box): F(s) = -alpha log Z(s)"
+    out["auroc"][key] = float(roc_auc_score(labels, f))
+    bar.update(1)
+    return out
+
+
+# ---------------------------------------------------------------- report
+def write_report(res: dict, command: str) -> None:
+    lines = [f"# Heads benchmark\n\n```\n{command}\n```\n",
+             f"{res['machine']}; torch threads 1; total {res['seconds']:.0f} s.\n",
+             "## Anomaly detection (AUROC, mean ± std over seeds; higher is better)\n"]
+    tasks = list(res["anomaly"])
+    methods = list(res["anomaly"][tasks[0]])
+    lines.append("| method | " + " | ".join(tasks) + " |")
+    lines.append("|---|" + "---|" * len(tasks))
+    for m in methods:
+        cells = [f"{res['anomaly'][t][m]['mean']:.3f} ± {res['anomaly'][t][m]['std']:.3f}" for t in tasks]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("\nSeeds per task: " + ", ".join(f"{t} {res['anomaly'][t][methods[0]]['n']}" for t in tasks)
+                 + " (one-class digits: mean over the 10 digits per seed).\n")
+    lines.append("## Denoising digits in [0, 1] (PSNR dB on held-out digits; higher is better)\n")
+    lines.append("| method | " + " | ".join(f"σ={s}" for s in SIGMAS_DENOISE) + " |")
+    lines.append("|---|" + "---|" * len(SIGMAS_DENOISE))
+    for m, row in res["denoising"].items():
+        lines.append(f"| {m} | " + " | ".join(f"{row[str(s)]:.2f}" for s in SIGMAS_DENOISE) + " |")
+    lines.append("\n![denoising](heads_denoising.png)\n" if not QUICK else "")
+    lines.append("## Generation on digits (MMD² to held-out digits, lower is better; accuracy of an SVC "
+                 "trained on real digits on each class's samples)\n")
+    lines.append("| model | MMD² | classifier accuracy |\n|---|---|---|")
+    for m, row in res["generation"]["results"].items():
+        lines.append(f"| {m} | {row['mmd2']:.4f} | {row['accuracy']:.3f} |")
+    lines.append("\n![samples](heads_samples.png)\n" if not QUICK else "")
+    lines.append("## RL: a trained SQL agent's energy as an anomaly score (AUROC)\n")
+    rl = res["rl"]
+    if "skipped" in rl:
+        lines.append(f"Skipped: {rl['skipped']}\n")
+    else:
+        lines.append(f"SQL on {rl['env']}, {rl['timesteps']} steps (alpha {rl['alpha']:.3g}); "
+                     "positives: the last "
+                     f"{rl['pairs']} (state, action) pairs of its replay buffer.\n")
+        lines.append("| negatives: score | AUROC |\n|---|---|")
+        lines += [f"| {k} | {v:.3f} |" for k, v in rl["auroc"].items()]
+    (OUT_PREFIX.with_suffix(".md")).write_text("\n".join(lines) + "\n")
+
+
+QUICK = False
+
+
+def main() -> None:
+    global OUT_PREFIX, QUICK
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: one seed, short training")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds per anomaly task")
+    parser.add_argument("--one-class-seeds", type=int, default=3,
+                        help="seeds for one-class digits (each: 10 digits)")
+    parser.add_argument("--rl-steps", type=int, default=3000, help="SQL training steps on Pendulum-v1")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    QUICK = args.quick
+    if args.quick:
+        OUT_PREFIX = RESULTS / "heads_quick"
+        args.seeds, args.one_class_seeds, args.rl_steps = 1, 1, 300
+    steps = {"anomaly": 60 if args.quick else 400, "denoise": 100 if args.quick else 3000,
+             "generate": 100 if args.quick else 4000, "mcmc": (2, 5) if args.quick else (5, 10, 20, 40)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    command = "python experiments/benchmarks/heads.py " + " ".join(sys.argv[1:])
+    t0 = time.perf_counter()
+    bar = tqdm(total=3 * args.seeds + 10 * args.one_class_seeds + 3, desc="heads benchmark")
+    res: dict = {"command": command.strip(), "machine": f"{platform.processor() or platform.machine()}, "
+                 f"{platform.python_version()}, torch {torch.__version__}", "steps": steps}
+    bar.set_postfix_str("anomaly")
+    res["anomaly"] = run_anomaly(args.seeds, args.one_class_seeds, steps["anomaly"], bar)
+    bar.set_postfix_str("denoising")
+    res["denoising"], res["denoising_setup"] = run_denoising(steps["denoise"], bar)
+    bar.set_postfix_str("generation")
+    res["generation"] = run_generation(steps["generate"], 10 if args.quick else 50, steps["mcmc"], bar)
+    bar.set_postfix_str("rl")
+    res["rl"] = run_rl(args.rl_steps, bar)
+    bar.close()
+    res["seconds"] = time.perf_counter() - t0
+    OUT_PREFIX.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    write_report(res, res["command"])
+    print(OUT_PREFIX.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

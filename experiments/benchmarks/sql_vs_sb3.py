@@ -1,0 +1,364 @@
+"""SQL vs SB3 SAC on Pendulum-v1 and DiscreteSQL vs SB3 DQN on CartPole-v1, side by side.
+
+Same seeds, same network sizes, deterministic evaluation every ``--eval-every`` steps. Writes
+``experiments/results/sql_vs_sb3.{json,md,png}`` and prints the table.
+
+    python experiments/benchmarks/sql_vs_sb3.py                      # the full run (issue 3)
+    python experiments/benchmarks/sql_vs_sb3.py --tasks pendulum --steps 4000 --seeds 0
+
+Env steps per second are measured without the evaluation time, both in wall-clock time and in
+process CPU time (the latter is robust to other jobs sharing the machine). Each run is a separate
+process with one torch thread; ``--jobs 2`` runs two at a time, pairing the two algorithms of a
+seed so that both see the same machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@dataclass
+class Task:
+    """One comparison: an env, our algorithm and its SB3 baseline, with their settings."""
+
+    env_id: str
+    steps: int
+    eval_every: int
+    n_eval_episodes: int
+    ours: str
+    baseline: str
+    ours_kwargs: dict[str, Any] = field(default_factory=dict)
+    baseline_kwargs: dict[str, Any] = field(default_factory=dict)
+    targets: str = ""
+
+
+TASKS = {
+    # SAC: SB3 defaults (2x256, lr 3e-4, batch 256, tau 0.005, auto entropy). SQL: the same
+    # critic sizes, batch, lr, tau and update ratio; see the README of the results for the choice
+    # of the action search and the particles.
+    "pendulum": Task(
+        env_id="Pendulum-v1",
+        steps=20_000,
+        eval_every=2_000,
+        n_eval_episodes=5,
+        ours="SQL",
+        baseline="SAC",
+        ours_kwargs={
+            "alpha": 0.1,
+            "batch_size": 128,
+            "n_particles": 8,
+            "value_estimator": "stratified",
+            "policy_kwargs": {
+                "net_arch": [256, 256],
+                "sampler": "dfo",
+                "n_steps": 3,
+                "n_chains": 32,
+            },
+        },
+        baseline_kwargs={"policy_kwargs": {"net_arch": [256, 256]}},
+        targets="SQL final mean >= SAC's (about -150 to -160); SQL steps/s >= 0.8x SAC's",
+    ),
+    # DQN: rl-baselines3-zoo hyperparameters for CartPole-v1; DiscreteSQL: the same, with the
+    # Boltzmann policy softmax(Q/alpha) in place of epsilon-greedy.
+    "cartpole": Task(
+        env_id="CartPole-v1",
+        steps=50_000,
+        eval_every=5_000,
+        n_eval_episodes=10,
+        ours="DiscreteSQL",
+        baseline="DQN",
+        ours_kwargs={
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 100_000,
+            "learning_starts": 1000,
+            "gamma": 0.99,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "alpha": 0.01,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+        baseline_kwargs={
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 100_000,
+            "learning_starts": 1000,
+            "gamma": 0.99,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+        targets="DiscreteSQL reaches 500 and is >= DQN",
+    ),
+}
+
+
+def algo_class(name: str):
+    if name in ("SQL", "DiscreteSQL"):
+        import agents
+
+        return getattr(agents, name)
+    import stable_baselines3
+
+    return getattr(stable_baselines3, name)
+
+
+def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
+    """Train one (task, algorithm, seed) and return its evaluation curve and speed."""
+    task_name, algo, seed, steps, eval_every = job
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    torch.set_num_threads(1)
+    task = TASKS[task_name]
+    kwargs = task.ours_kwargs if algo == task.ours else task.baseline_kwargs
+    env = make_vec_env(task.env_id, n_envs=1, seed=seed)
+    eval_env = make_vec_env(task.env_id, n_envs=1, seed=10_000 + seed)
+    model = algo_class(algo)("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **kwargs)
+
+    class Curve(BaseCallback):
+        """Deterministic evaluation every ``eval_every`` steps, its time kept out of the speed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.points: list[tuple[int, float, float]] = []
+            self.eval_wall = self.eval_cpu = 0.0
+
+        def evaluate(self) -> None:
+            w, c = time.perf_counter(), time.process_time()
+            mean, std = evaluate_policy(
+                self.model, eval_env, n_eval_episodes=task.n_eval_episodes, deterministic=True
+            )
+            self.points.append((self.num_timesteps, float(mean), float(std)))
+            self.eval_wall += time.perf_counter() - w
+            self.eval_cpu += time.process_time() - c
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every == 0:
+                self.evaluate()
+            return True
+
+    curve = Curve()
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.learn(steps, callback=curve)
+    wall, cpu = time.perf_counter() - wall - curve.eval_wall, time.process_time() - cpu - curve.eval_cpu
+    if not curve.points or curve.points[-1][0] != model.num_timesteps:
+        curve.evaluate()
+    final = curve.points[-1]
+    print(
+        f"[{task_name}] {algo:12s} seed {seed}: final {final[1]:8.1f} +- {final[2]:6.1f}, "
+        f"{steps / wall:6.1f} steps/s wall, {steps / cpu:6.1f} steps/s cpu",
+        flush=True,
+    )
+    return {
+        "task": task_name,
+        "algo": algo,
+        "seed": seed,
+        "steps": steps,
+        "curve": [{"step": s, "mean": m, "std": sd} for s, m, sd in curve.points],
+        "final_return": final[1],
+        "final_return_std_episodes": final[2],
+        "steps_per_s_wall": steps / wall,
+        "steps_per_s_cpu": steps / cpu,
+        "train_wall_s": wall,
+        "train_cpu_s": cpu,
+    }
+
+
+def summarise(runs: list[dict[str, Any]], task_name: str) -> dict[str, Any]:
+    task = TASKS[task_name]
+    out: dict[str, Any] = {}
+    for algo in (task.ours, task.baseline):
+        rs = [r for r in runs if r["task"] == task_name and r["algo"] == algo]
+        if not rs:
+            continue
+        finals = np.array([r["final_return"] for r in rs])
+        out[algo] = {
+            "seeds": [r["seed"] for r in rs],
+            "final_returns": finals.tolist(),
+            "final_mean": float(finals.mean()),
+            "final_std": float(finals.std()),
+            "steps_per_s_wall": float(np.mean([r["steps_per_s_wall"] for r in rs])),
+            "steps_per_s_cpu": float(np.mean([r["steps_per_s_cpu"] for r in rs])),
+        }
+    if task.ours in out and task.baseline in out:
+        o, b = out[task.ours], out[task.baseline]
+        out["speed_ratio_wall"] = o["steps_per_s_wall"] / b["steps_per_s_wall"]
+        out["speed_ratio_cpu"] = o["steps_per_s_cpu"] / b["steps_per_s_cpu"]
+    return out
+
+
+def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        "# SQL vs SB3 baselines",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}; one torch thread per run, {meta['jobs']} run(s) at a time.  ",
+        f"Scope: {meta['scope']}",
+        "",
+        "| task | algorithm | steps | seeds | final return per seed | final mean ± std | steps/s (wall) "
+        "| steps/s (CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task_name, s in summary.items():
+        task = TASKS[task_name]
+        for algo in (task.ours, task.baseline):
+            if algo not in s:
+                continue
+            a = s[algo]
+            per_seed = " / ".join(f"{x:.1f}" for x in a["final_returns"])
+            lines.append(
+                f"| {task.env_id} | {algo} | {meta['steps'][task_name]} | {len(a['seeds'])} | {per_seed} "
+                f"| {a['final_mean']:.1f} ± {a['final_std']:.1f} | {a['steps_per_s_wall']:.1f} "
+                f"| {a['steps_per_s_cpu']:.1f} |"
+            )
+    lines.append("")
+    for task_name, s in summary.items():
+        task = TASKS[task_name]
+        if "speed_ratio_wall" in s:
+            o, b = s[task.ours], s[task.baseline]
+            lines.append(
+                f"- {task.env_id}: target: {task.targets}. Measured: {task.ours} {o['final_mean']:.1f} vs "
+                f"{task.baseline} {b['final_mean']:.1f}; speed ratio {s['speed_ratio_wall']:.2f} (wall), "
+                f"{s['speed_ratio_cpu']:.2f} (CPU)."
+            )
+    lines += ["", "Settings (constructor arguments beyond the defaults):", ""]
+    for task_name in summary:
+        task = TASKS[task_name]
+        lines.append(f"- {task.env_id} {task.ours}: `{json.dumps(task.ours_kwargs)}`")
+        lines.append(f"- {task.env_id} {task.baseline}: `{json.dumps(task.baseline_kwargs)}`")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict[str, Any]], tasks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task_name in zip(axes[0], tasks, strict=True):
+        task = TASKS[task_name]
+        for algo in (task.ours, task.baseline):
+            rs = [r for r in runs if r["task"] == task_name and r["algo"] == algo]
+            if not rs:
+                continue
+            n = min(len(r["curve"]) for r in rs)
+            steps = np.array([p["step"] for p in rs[0]["curve"][:n]])
+            returns = np.array([[p["mean"] for p in r["curve"][:n]] for r in rs])
+            mean, std = returns.mean(0), returns.std(0)
+            ax.plot(steps, mean, label=f"{algo} ({len(rs)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
+        ax.set_title(task.env_id)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("deterministic eval return")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--steps", type=int, default=None, help="env steps per run (default: each task's)")
+    parser.add_argument("--eval-every", type=int, default=None, help="default: each task's (or steps/10)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "sql_vs_sb3", help="output path without suffix")
+    parser.add_argument("--scope", default=None, help="describe a partial run (written to the md/json)")
+    parser.add_argument(
+        "--from-partial",
+        action="store_true",
+        help="write the results from the runs finished so far (<out>.partial.jsonl) without training",
+    )
+    args = parser.parse_args(argv)
+
+    steps = {t: args.steps or TASKS[t].steps for t in args.tasks}
+    every = {
+        t: args.eval_every or (TASKS[t].eval_every if args.steps is None else max(args.steps // 10, 1))
+        for t in args.tasks
+    }
+    # Pair the two algorithms of a seed so that they run at the same time, under the same load.
+    jobs = [
+        (t, algo, seed, steps[t], every[t])
+        for t in args.tasks
+        for seed in args.seeds
+        for algo in (TASKS[t].ours, TASKS[t].baseline)
+    ]
+    start = time.time()
+    partial = args.out.with_suffix(".partial.jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.from_partial:
+        runs = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        args.tasks = [t for t in args.tasks if any(r["task"] == t for r in runs)]
+        args.seeds = sorted({r["seed"] for r in runs})
+        steps = {t: next(r["steps"] for r in runs if r["task"] == t) for t in args.tasks}
+    else:
+        runs = []
+        partial.write_text("")
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(args.jobs, maxtasksperchild=1) as pool:
+            # Finished runs are appended as they come, so an interrupted benchmark keeps them.
+            for run in pool.imap_unordered(run_one, jobs, chunksize=1):
+                runs.append(run)
+                with partial.open("a") as f:
+                    f.write(json.dumps(run) + "\n")
+    runs.sort(key=lambda r: (r["task"], r["algo"], r["seed"]))
+    full = (
+        all(steps[t] == TASKS[t].steps for t in args.tasks)
+        and len(args.seeds) >= 3
+        and set(args.tasks) == set(TASKS)
+    )
+    meta = {
+        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "machine": f"{platform.machine()}, {mp.cpu_count()} CPU cores (shared with other jobs), CPU torch",
+        "jobs": args.jobs,
+        "steps": steps,
+        "eval_every": every,
+        "seeds": args.seeds,
+        "scope": args.scope
+        or ("full benchmark of issue 3" if full else "PARTIAL run (see steps/seeds/tasks)"),
+        "wall_s": time.time() - start,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    summary = {t: summarise(runs, t) for t in args.tasks}
+    config = {
+        t: {"ours": TASKS[t].ours_kwargs, "baseline": TASKS[t].baseline_kwargs, "targets": TASKS[t].targets}
+        for t in args.tasks
+    }
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "config": config, "summary": summary, "runs": runs}, indent=1)
+    )
+    md = markdown(summary, meta)
+    args.out.with_suffix(".md").write_text(md)
+    plot(runs, args.tasks, args.out.with_suffix(".png"))
+    if not args.from_partial:
+        partial.unlink()
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

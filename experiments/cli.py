@@ -1,0 +1,123 @@
+"""The ``ebrl`` command: ``ebrl train | eval | plot``.
+
+Bad input (unknown env id or algo, a config key the algorithm does not accept, a directory that is
+not a run) is reported as one line on stderr with exit code 2, before anything is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from experiments.config import ALGOS, ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ebrl: error: {message}\n")
+
+
+def _states(text: str) -> list[list[float]]:
+    try:
+        return [[float(v) for v in part.split(",")] for part in text.split(";") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"states must look like '0,0;2.5,2.5', got {text!r}") from exc
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ebrl", description="Energy-based RL: train, evaluate and plot agents.")
+    common = _Parser(add_help=False)
+    common.add_argument("--threads", type=_positive, default=1,
+                        help="torch CPU threads (default 1: small MLPs run fastest on one thread, and "
+                             "more threads oversubscribe a shared machine)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,plot}")
+
+    t = sub.add_parser("train", parents=[common], help="train an agent and save a run directory")
+    t.add_argument("--algo", required=True, choices=list(ALGOS), help="algorithm")
+    t.add_argument("--env-id", required=True, help="gymnasium id, e.g. ebrl/MultiGoal-v0 or Pendulum-v1")
+    t.add_argument("--total-timesteps", type=_positive, default=None,
+                   help="env steps (default: the config's n_timesteps, else 10000)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--config", default=None, help="YAML hyperparameters keyed by env id (rl-zoo format)")
+    t.add_argument("--track", action="store_true", help="log to W&B (offline without an account)")
+    t.add_argument("--wandb-project", default="ebrl")
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    t.add_argument("--runs-dir", default="runs", help="where run directories are created")
+    t.add_argument("--no-progress-bar", action="store_true")
+    t.add_argument("--verbose", type=int, default=0, help="1: print SB3's metric tables")
+
+    e = sub.add_parser("eval", parents=[common], help="evaluate a saved run (returns, goal histogram, GIF)")
+    e.add_argument("run_dir")
+    e.add_argument("--n-episodes", type=_positive, default=20)
+    e.add_argument("--deterministic", action="store_true", help="noise-free action search")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--no-gif", action="store_true", help="skip the GIF of the first episode")
+
+    p = sub.add_parser("plot", parents=[common], help="learning curve, energy over actions, eval paths")
+    p.add_argument("run_dir")
+    p.add_argument("--states", type=_states, default=None, help="states for the landscape, '0,0;2.5,2.5'")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from experiments.config import resolve
+    from experiments.train import train
+
+    cfg = resolve(args.algo, args.env_id, args.seed, args.total_timesteps, args.config, args.device)
+    train(cfg, runs_dir=args.runs_dir, track=args.track, wandb_project=args.wandb_project,
+          progress_bar=not args.no_progress_bar, verbose=args.verbose)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from experiments.config import load_run_config
+    from experiments.run_dir import eval_run
+
+    load_run_config(args.run_dir)
+    s = eval_run(args.run_dir, args.n_episodes, args.deterministic, args.seed, gif=not args.no_gif)
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"{s['episodes']} {mode} episodes: return {s['mean_return']:.2f} ± {s['std_return']:.2f}, "
+          f"length {s['mean_length']:.1f}")
+    if "goal_fractions" in s:
+        print(f"  success {s['success_rate']:.0%}, goal fractions "
+              f"{[round(f, 3) for f in s['goal_fractions']]}, entropy {s['goal_entropy']:.2f}")
+    print(f"  wrote {args.run_dir}/eval.json" + (f" and {s['gif']}" if s.get("gif") else ""))
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from experiments.config import load_run_config
+    from experiments.run_dir import plot_run
+
+    load_run_config(args.run_dir)
+    for path in plot_run(args.run_dir, states=args.states):
+        print(f"plot: {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        {"train": _train, "eval": _eval, "plot": _plot}[args.command](args)
+    except ConfigError as exc:
+        print(f"ebrl: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Algorithms, env ids and YAML hyperparameters: resolve and validate a run before anything is written.
+
+Configs follow rl-baselines3-zoo: one YAML file per algorithm, keyed by env id, each entry the
+algorithm's constructor arguments plus a few run keys (``n_timesteps``, ``policy``, ``n_envs``,
+``env_kwargs``, ``eval_freq``, ``n_eval_episodes``). Numbers written like ``3e-4`` (a string to
+YAML 1.1) become floats, ``policy_kwargs`` may be a mapping or zoo's ``"dict(...)"`` string, and
+``train_freq`` lists become tuples. Every key is checked against the algorithm's signature, so a
+typo fails before the run directory exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+
+# name on the command line -> (module, class); imported lazily so that `ebrl --help` stays fast.
+ALGOS: dict[str, tuple[str, str]] = {
+    "sql": ("agents", "SQL"),
+    "discrete-sql": ("agents", "DiscreteSQL"),
+    "sac": ("stable_baselines3", "SAC"),
+    "dqn": ("stable_baselines3", "DQN"),
+}
+RUN_KEYS = {"n_timesteps", "policy", "n_envs", "env_kwargs", "eval_freq", "n_eval_episodes"}
+# Set by the command line or by the run itself, never by a config file.
+RESERVED = {"env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
+DEFAULT_TIMESTEPS = 10_000
+
+
+class ConfigError(ValueError):
+    """Bad user input found while resolving a run (reported as one line, exit code 2)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, as saved to ``config.yaml`` in the run directory."""
+
+    algo: str
+    env_id: str
+    seed: int
+    total_timesteps: int
+    device: str = "auto"
+    policy: str = "MlpPolicy"
+    n_envs: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_freq: int = 0
+    n_eval_episodes: int = 20
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    config_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    """YAML/JSON-safe copy (tuples -> lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 algorithm class for a command-line name."""
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algo {algo!r}; accepted: {', '.join(ALGOS)}")
+    module, name = ALGOS[algo]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"algo {algo!r} is not available in this install ({exc})") from exc
+
+
+def check_env_id(env_id: str) -> None:
+    """Fail unless gymnasium knows ``env_id`` (after ``import envs`` registered the ebrl ids)."""
+    import envs  # noqa: F401  (registers ebrl/...)
+
+    if env_id not in gym.registry:
+        close = [k for k in gym.registry if env_id.lower().split("/")[-1][:4] in k.lower()][:5]
+        hint = f"; did you mean one of: {', '.join(close)}" if close else ""
+        raise ConfigError(f"unknown env id {env_id!r}{hint}")
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _convert(key: str, value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        number = float(value)
+        integral = number.is_integer() and "." not in value  # "1e5" -> 100000 (a buffer size)
+        return int(number) if integral else number
+    if key == "policy_kwargs" and isinstance(value, str):
+        return _parse_dict_call(value)
+    if key == "train_freq" and isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return {k: _convert(k, v) for k, v in value.items()}
+    return value
+
+
+def _parse_dict_call(text: str) -> dict[str, Any]:
+    """Zoo writes ``policy_kwargs: "dict(net_arch=[64, 64])"``; parse it without ``eval``."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
+                and not node.args):
+            raise ValueError
+        return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+    except (SyntaxError, ValueError) as exc:
+        raise ConfigError(
+            f"policy_kwargs must be a mapping or 'dict(key=literal, ...)', got {text!r}"
+        ) from exc
+
+
+def accepted_keys(cls: type) -> set[str]:
+    """Constructor arguments of an algorithm class that a config may set."""
+    params = inspect.signature(cls.__init__).parameters
+    return {p for p in params if p not in {"self", "policy", *RESERVED}} | RUN_KEYS
+
+
+def load_hyperparams(config_file: str | Path | None, env_id: str) -> dict[str, Any]:
+    """The config file's entry for ``env_id`` (empty without a file)."""
+    if config_file is None:
+        return {}
+    path = Path(config_file)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must map env ids to hyperparameters")
+    if env_id not in data:
+        known = ", ".join(map(str, data))
+        raise ConfigError(f"config file {path} has no entry for env id {env_id!r} (it has: {known})")
+    entry = data[env_id] or {}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"config entry {env_id!r} in {path} must be a mapping, got {type(entry).__name__}")
+    return {k: _convert(k, v) for k, v in entry.items()}
+
+
+def resolve(
+    algo: str,
+    env_id: str,
+    seed: int,
+    total_timesteps: int | None = None,
+    config_file: str | Path | None = None,
+    device: str = "auto",
+) -> RunConfig:
+    """Check the algo, env id and config keys, and merge file and command line (command line wins)."""
+    cls = algo_class(algo)
+    check_env_id(env_id)
+    params = load_hyperparams(config_file, env_id)
+    allowed = accepted_keys(cls)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"config key {unknown[0]!r} is not accepted by algo {algo!r} "
+            f"(accepted: {', '.join(sorted(allowed))})"
+        )
+    run = {k: params.pop(k) for k in list(params) if k in RUN_KEYS}
+    steps = total_timesteps if total_timesteps is not None else run.get("n_timesteps", DEFAULT_TIMESTEPS)
+    if not isinstance(steps, int) and not (isinstance(steps, float) and steps.is_integer()):
+        raise ConfigError(f"total timesteps must be an integer, got {steps!r}")
+    if int(steps) < 1:
+        raise ConfigError(f"total timesteps must be >= 1, got {steps}")
+    return RunConfig(
+        algo=algo,
+        env_id=env_id,
+        seed=int(seed),
+        total_timesteps=int(steps),
+        device=device,
+        policy=str(run.get("policy", "MlpPolicy")),
+        n_envs=int(run.get("n_envs", 1)),
+        env_kwargs=dict(run.get("env_kwargs") or {}),
+        eval_freq=int(run.get("eval_freq", 0)),
+        n_eval_episodes=int(run.get("n_eval_episodes", 20)),
+        hyperparams=params,
+        config_file=str(config_file) if config_file is not None else None,
+    )
+
+
+def hyperparams_for_model(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """Config values as the algorithm wants them (``train_freq`` lists back to tuples)."""
+    return {k: _convert(k, v) for k, v in hyperparams.items()}
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """Read a run's ``config.yaml``; a directory that is not a run raises :class:`ConfigError`."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise ConfigError(f"not a run directory: {run_dir} does not exist")
+    if not path.is_file() or not (run_dir / "model.zip").is_file():
+        raise ConfigError(
+            f"not a run directory: {run_dir} has no config.yaml and model.zip (made by `ebrl train`)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+        return RunConfig(**data)
+    except (yaml.YAMLError, TypeError) as exc:
+        raise ConfigError(f"not a run directory: {path} is not an ebrl run config ({exc})") from exc

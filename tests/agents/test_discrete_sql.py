@@ -1,0 +1,131 @@
+"""DiscreteSQL through the stable-baselines3 workflow."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from agents import DiscreteSQL
+from agents.discrete_sql import DiscreteSQLPolicy
+
+FAST = {"policy_kwargs": {"net_arch": (32, 32)}, "learning_starts": 50, "batch_size": 32, "train_freq": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_learn(n_envs: int) -> None:
+    model = DiscreteSQL("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), seed=0, **FAST)
+    model.learn(240)
+    assert model.num_timesteps >= 240
+    model.train(1, 32)
+    logged = model.logger.name_to_value
+    for key in [
+        "train/q_loss",
+        "train/q_values",
+        "train/soft_value",
+        "train/alpha",
+        "train/entropy",
+        "train/n_updates",
+    ]:
+        assert key in logged, key
+    # Entropy of a 2-action softmax lies in [0, log 2].
+    assert 0.0 <= logged["train/entropy"] <= np.log(2.0) + 1e-6
+
+
+def test_callbacks_and_progress_bar(tmp_path) -> None:
+    eval_cb = EvalCallback(
+        make_vec_env("CartPole-v1", n_envs=1, seed=1),
+        n_eval_episodes=2,
+        eval_freq=100,
+        log_path=str(tmp_path / "eval"),
+    )
+    ckpt_cb = CheckpointCallback(save_freq=100, save_path=str(tmp_path / "ckpt"), name_prefix="dsql")
+    model = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, **FAST)
+    model.learn(300, callback=[eval_cb, ckpt_cb], progress_bar=True)
+    assert len(np.load(tmp_path / "eval" / "evaluations.npz")["results"]) == 3
+    assert len(list((tmp_path / "ckpt").glob("dsql_*_steps.zip"))) == 3
+
+
+def test_predict_evaluate_and_seeding() -> None:
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=0)
+    runs = []
+    for _ in range(2):
+        model = DiscreteSQL("MlpPolicy", env, seed=7, **FAST)
+        batch = np.stack([obs] * 16)
+        runs.append(model.predict(batch)[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == () and env.action_space.contains(int(action))
+    actions, _ = model.predict(np.stack([obs, obs]), deterministic=True)
+    assert actions.shape == (2,) and actions[0] == actions[1]
+    mean, std = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=2, seed=2), n_eval_episodes=2)
+    assert mean > 0 and np.isfinite(std)
+
+
+def test_policy_is_exact_softmax() -> None:
+    model = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, alpha=0.5, **FAST)
+    obs = torch.zeros(1, 4)
+    q = model.policy.q_values(obs)[0]
+    probs = torch.softmax(q / 0.5, dim=0)
+    samples = model.policy._predict(obs.expand(4000, 4)).float()
+    assert samples.mean().item() == pytest.approx(probs[1].item(), abs=0.04)
+
+
+def test_soft_target_uses_logsumexp() -> None:
+    model = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, alpha=2.0, **FAST)
+    model.learn(100)
+    model.train(1, 32)
+    value = model.logger.name_to_value["train/soft_value"]
+    q_target = model.policy.q_values(
+        torch.as_tensor(model.replay_buffer.next_observations[:64, 0]), target=True
+    )
+    # alpha logsumexp(Q/alpha) >= max Q: the soft value dominates the hard one.
+    assert (2.0 * torch.logsumexp(q_target / 2.0, 1) >= q_target.max(1).values).all()
+    assert np.isfinite(value)
+
+
+@pytest.mark.parametrize(
+    ("env_fn", "kwargs", "error", "match"),
+    [
+        (lambda: gym.make("Pendulum-v1"), {}, TypeError, "action_space"),
+        (lambda: "CartPole-v1", {"alpha": 0.0}, ValueError, "alpha"),
+        (lambda: "CartPole-v1", {"alpha": -0.1}, ValueError, "alpha"),
+        (lambda: "CartPole-v1", {"reward_scale": -1.0}, ValueError, "reward_scale"),
+        (lambda: "CartPole-v1", {"target_update_interval": 0}, ValueError, "target_update_interval"),
+        (lambda: "CartPole-v1", {"policy_kwargs": {"net_arch": "64"}}, TypeError, "net_arch"),
+        (lambda: "CartPole-v1", {"policy_kwargs": {"activation": "swish"}}, ValueError, "activation"),
+        (lambda: "CartPole-v1", {"policy_kwargs": {"temperature": 1.0}}, ValueError, "alpha"),
+    ],
+)
+def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        DiscreteSQL("MlpPolicy", env_fn(), **kwargs)
+
+
+def test_dict_observation_rejected() -> None:
+    class DictObs(gym.ObservationWrapper):
+        def __init__(self, env: gym.Env) -> None:
+            super().__init__(env)
+            self.observation_space = gym.spaces.Dict({"x": env.observation_space})
+
+        def observation(self, observation):
+            return {"x": observation}
+
+    with pytest.raises(TypeError, match="observation_space"):
+        DiscreteSQL("MlpPolicy", DictObs(gym.make("CartPole-v1")))
+    env = gym.make("CartPole-v1")
+    with pytest.raises(TypeError, match="action_space"):
+        DiscreteSQLPolicy(env.observation_space, gym.spaces.Box(-1, 1, (1,)), lambda _: 1e-3)

@@ -1,0 +1,273 @@
+"""SQL through the stable-baselines3 workflow (in the spirit of sb3-contrib's test_run)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from agents import SQL
+from agents.sql import SQLPolicy
+from agents.sql.soft_value import mixture_soft_value, soft_value, uniform_particles, uniform_soft_value
+from ebrl import BoltzmannPolicy, StateActionEnergy
+
+# Tiny settings: every test runs in about a second on one CPU thread.
+TINY = {"net_arch": (32, 32), "n_steps": 3, "n_chains": 4}
+FAST = {"learning_starts": 50, "batch_size": 32, "n_particles": 4}
+
+
+def short_pendulum(n_envs: int = 1, seed: int = 0, steps: int = 50):
+    """Pendulum-v1 with short episodes, for evaluations that should not cost 200 steps each."""
+    return make_vec_env(lambda: gym.make("Pendulum-v1", max_episode_steps=steps), n_envs=n_envs, seed=seed)
+
+
+def tiny_sql(env, policy_kwargs=None, **kwargs) -> SQL:
+    return SQL("MlpPolicy", env, policy_kwargs={**TINY, **(policy_kwargs or {})}, **{**FAST, **kwargs})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "MountainCarContinuous-v0"])
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_learn(env_id: str, n_envs: int) -> None:
+    env = make_vec_env(env_id, n_envs=n_envs, seed=0)
+    model = tiny_sql(env, seed=0)
+    model.learn(200)
+    assert model.num_timesteps >= 200
+    assert model.replay_buffer.size() * n_envs >= 200
+
+
+@pytest.mark.parametrize(
+    ("policy_kwargs", "estimator"),
+    [
+        ({"sampler": "mala"}, "uniform"),
+        ({"sampler": "dfo", "n_chains": 8}, "mixture"),
+        ({"sampler": "langevin", "warm_start": True, "explore_chains": 2}, "stratified"),
+    ],
+)
+def test_samplers_estimators_and_warm_start(policy_kwargs: dict, estimator: str) -> None:
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    # Pendulum episodes are 200 steps: 420 steps with 2 envs cross episode ends (chain resets).
+    model = tiny_sql(env, policy_kwargs, seed=0, value_estimator=estimator)
+    model.learn(420)
+    result = model.policy.boltzmann.last_result
+    assert result is not None and result.samples.shape[0] == 2
+    assert model.policy.boltzmann.warm_start == policy_kwargs.get("warm_start", False)
+    assert np.isfinite(model.logger.name_to_value["train/soft_value"])
+
+
+def test_auto_alpha_moves_and_is_logged() -> None:
+    model = tiny_sql("Pendulum-v1", seed=0, alpha="auto_0.5", target_entropy=-1.0)
+    model.learn(200)
+    alpha = float(model.log_alpha.detach().exp())
+    assert alpha != pytest.approx(0.5)
+    assert model.policy.temperature == pytest.approx(alpha, rel=1e-5)
+    assert model.policy.boltzmann.temperature == pytest.approx(alpha, rel=1e-5)
+    model.train(1, 32)
+    logged = model.logger.name_to_value
+    for key in [
+        "train/q_loss",
+        "train/q_values",
+        "train/soft_value",
+        "train/alpha",
+        "train/entropy",
+        "train/n_updates",
+        "train/alpha_loss",
+        "sampler/energy_drop",
+        "sampler/grad_norm",
+    ]:
+        assert key in logged, key
+    assert np.isfinite(logged["train/q_loss"])
+
+
+def test_mala_logs_acceptance() -> None:
+    model = tiny_sql("Pendulum-v1", {"sampler": "mala", "n_steps": 4}, seed=0)
+    model.learn(100)
+    model.train(1, 32)
+    assert 0.0 <= model.logger.name_to_value["sampler/acceptance"] <= 1.0
+
+
+def test_callbacks_and_progress_bar(tmp_path) -> None:
+    eval_env = short_pendulum(seed=1)
+    eval_cb = EvalCallback(eval_env, n_eval_episodes=1, eval_freq=100, log_path=str(tmp_path / "eval"))
+    ckpt_cb = CheckpointCallback(save_freq=100, save_path=str(tmp_path / "ckpt"), name_prefix="sql")
+    model = tiny_sql(make_vec_env("Pendulum-v1", n_envs=1, seed=0), seed=0)
+    model.learn(200, callback=[eval_cb, ckpt_cb], progress_bar=True)
+    assert (tmp_path / "eval" / "evaluations.npz").exists()
+    assert len(np.load(tmp_path / "eval" / "evaluations.npz")["results"]) == 2
+    checkpoints = sorted((tmp_path / "ckpt").glob("sql_*_steps.zip"))
+    assert len(checkpoints) == 2
+    SQL.load(checkpoints[-1])
+
+
+def test_predict_shapes_and_bounds() -> None:
+    env = gym.make("MountainCarContinuous-v0")
+    model = tiny_sql(env, seed=0)
+    obs, _ = env.reset(seed=0)
+    for deterministic in (True, False):
+        action, state = model.predict(obs, deterministic=deterministic)
+        assert action.shape == (1,) and state is None
+        assert env.action_space.contains(action)
+    batch = np.stack([obs, obs, obs])
+    actions, _ = model.predict(batch, deterministic=True)
+    assert actions.shape == (3, 1)
+    np.testing.assert_allclose(actions[0], actions[1])  # same state, noise-free search
+
+
+def test_actions_rescaled_to_env_box() -> None:
+    # Pendulum's box is [-2, 2]: predict returns env-scale actions, the buffer stores [-1, 1].
+    model = tiny_sql("Pendulum-v1", seed=0, learning_starts=0)
+    model.learn(100)
+    stored = model.replay_buffer.actions[: model.replay_buffer.size()]
+    assert np.all(np.abs(stored) <= 1.0)
+    obs = model.env.reset()
+    actions = np.concatenate([model.predict(obs)[0] for _ in range(50)])
+    assert np.all(np.abs(actions) <= 2.0) and np.abs(actions).max() > 1.0
+
+
+def test_evaluate_policy() -> None:
+    model = tiny_sql("Pendulum-v1", seed=0)
+    mean, std = evaluate_policy(model, short_pendulum(n_envs=2, seed=3), n_eval_episodes=2)
+    assert np.isfinite(mean) and np.isfinite(std)
+
+
+def test_same_seed_same_actions() -> None:
+    runs = []
+    for _ in range(2):
+        model = tiny_sql(make_vec_env("Pendulum-v1", n_envs=1, seed=0), seed=5)
+        model.learn(100)
+        obs = np.zeros((3, 3), dtype=np.float32)
+        runs.append((model.predict(obs)[0], model.predict(obs, deterministic=True)[0]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_policy_energy_is_core_state_action_energy() -> None:
+    model = tiny_sql("Pendulum-v1", seed=0)
+    energy = model.policy.energy
+    assert type(energy) is StateActionEnergy
+    assert energy is model.policy.critics[0]
+    # Any core consumer takes it: a fresh Boltzmann policy samples from it.
+    states = torch.zeros(2, 3)
+    assert BoltzmannPolicy(energy, n_chains=2).sample(states, n=2).shape == (2, 2, 1)
+    assert energy(states, torch.zeros(2, 1)).shape == (2,)
+
+
+def test_soft_value_matches_closed_form() -> None:
+    # Q(s, a) = 0 on [-1, 1]: Z = 2, V = alpha log 2, H = log 2 (uniform policy).
+    q = torch.zeros(4, 8)
+    value, entropy = soft_value(q, 0.5, -np.log(2.0))
+    torch.testing.assert_close(value, torch.full((4,), 0.5 * np.log(2.0)))
+    torch.testing.assert_close(entropy, torch.full((4,), float(np.log(2.0))))
+    # Stratified particles: marginally uniform, one per stratum per coordinate.
+    p = uniform_particles(3, 8, 2, stratified=True, generator=torch.Generator().manual_seed(0))
+    assert p.shape == (3, 8, 2) and p.abs().max() <= 1.0
+    strata = ((p + 1) / 2 * 8).floor().long().sort(dim=1).values
+    assert torch.equal(strata, torch.arange(8).expand(3, 8)[..., None].expand(3, 8, 2))
+
+
+@pytest.mark.parametrize("estimator", ["uniform", "stratified", "mixture"])
+def test_soft_value_estimators_unbiased_for_z(estimator: str) -> None:
+    # Peaked Q on [-1, 1]^2 with a known partition function; E[Z_hat] = Z for every estimator.
+    torch.manual_seed(0)
+    alpha, centre = 0.2, torch.tensor([0.3, -0.5])
+
+    def q_fn(a: torch.Tensor) -> torch.Tensor:
+        return -((a - centre) ** 2).sum(-1) * 2.0
+
+    grid = torch.linspace(-1, 1, 801)
+    aa = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1)
+    z_true = torch.trapezoid(torch.trapezoid(torch.exp(q_fn(aa) / alpha), grid), grid)
+    batch, m = 20_000, 8
+    if estimator == "mixture":
+        value, entropy = mixture_soft_value(q_fn, batch, m, 2, alpha)
+    else:
+        value, entropy = uniform_soft_value(q_fn, batch, m, 2, alpha, stratified=estimator == "stratified")
+    z_hat = torch.exp(value / alpha)
+    assert z_hat.mean().item() == pytest.approx(z_true.item(), rel=0.05)
+    assert torch.isfinite(entropy).all()
+    if estimator == "mixture":
+        # The resampled stage lowers the spread of log Z over the paper's estimator.
+        plain, _ = uniform_soft_value(q_fn, batch, m, 2, alpha, stratified=False)
+        assert (value / alpha).std() < 0.8 * (plain / alpha).std()
+
+
+def test_loss_only_touches_critics() -> None:
+    model = tiny_sql("Pendulum-v1", seed=0)
+    model.learn(100)
+    targets = [p.detach().clone() for p in model.policy.critic_targets.parameters()]
+    critics = [p.detach().clone() for p in model.policy.critics.parameters()]
+    model.tau = 0.0
+    model.train(2, 32)
+    assert all(
+        torch.equal(a, b) for a, b in zip(targets, model.policy.critic_targets.parameters(), strict=True)
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(critics, model.policy.critics.parameters(), strict=True))
+
+
+class _Unbounded(gym.ActionWrapper):
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
+
+    def action(self, action):
+        return np.clip(action, -2.0, 2.0)
+
+
+class _DictObs(gym.ObservationWrapper):
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict({"x": env.observation_space})
+
+    def observation(self, observation):
+        return {"x": observation}
+
+
+@pytest.mark.parametrize(
+    ("env_fn", "kwargs", "error", "match"),
+    [
+        (lambda: gym.make("CartPole-v1"), {}, TypeError, "action_space"),
+        (lambda: _Unbounded(gym.make("Pendulum-v1")), {}, ValueError, "action_space must be a bounded Box"),
+        (lambda: _DictObs(gym.make("Pendulum-v1")), {}, TypeError, "observation_space"),
+        (lambda: "Pendulum-v1", {"alpha": 0.0}, ValueError, "alpha"),
+        (lambda: "Pendulum-v1", {"alpha": -1.0}, ValueError, "alpha"),
+        (lambda: "Pendulum-v1", {"alpha": "warm"}, ValueError, "alpha"),
+        (lambda: "Pendulum-v1", {"n_particles": 0}, ValueError, "n_particles"),
+        (lambda: "Pendulum-v1", {"reward_scale": 0}, ValueError, "reward_scale"),
+        (lambda: "Pendulum-v1", {"value_estimator": "svgd"}, ValueError, "value_estimator"),
+        (lambda: "Pendulum-v1", {"target_entropy": "high"}, ValueError, "target_entropy"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"n_chains": 0}}, ValueError, "n_chains"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"explore_chains": 0}}, ValueError, "explore_chains"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"n_steps": 0}}, ValueError, "n_steps"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"sampler": "hmc"}}, ValueError, "sampler"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"step_size": -0.1}}, ValueError, "step_size"),
+        (
+            lambda: "Pendulum-v1",
+            {"policy_kwargs": {"sampler_kwargs": {"bogus": 1}}},
+            TypeError,
+            "sampler_kwargs",
+        ),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"temperature": 2.0}}, ValueError, "alpha"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"net_arch": 64}}, TypeError, "net_arch"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"n_chain": 4}}, TypeError, "n_chain"),
+    ],
+)
+def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        SQL("MlpPolicy", env_fn(), **kwargs)
+
+
+def test_policy_class_validates_spaces() -> None:
+    env = gym.make("CartPole-v1")
+    with pytest.raises(TypeError, match="action_space"):
+        SQLPolicy(env.observation_space, env.action_space, lambda _: 1e-3)
