@@ -14,7 +14,8 @@ small protocols below (every model in :mod:`ebrl.boltzmann_machines` does).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -22,6 +23,30 @@ import torch
 from torch import Tensor
 
 __all__ = ["AISPath", "AISResult", "Enumerable", "ais_log_z", "beta_schedule", "exact_log_z"]
+
+
+SMALL_BATCH = 2**18  # entries in a batch of states up to which loops run on one intra-op thread
+
+
+@contextmanager
+def small_batch_threads(n_entries: int) -> Iterator[None]:
+    """Run a loop of many small tensor operations on one intra-op thread, then restore the setting.
+
+    With two or more threads the BLAS behind a small ``mm`` synchronises its threads at every call;
+    on a busy machine each synchronisation waits for a time slice, and a 14,500-step AIS run on a
+    64 x 20 RBM took 23-35 s instead of 0.4 s here. Large batches keep every thread. (scikit-learn's
+    KMeans limits its BLAS threads the same way.) Exact enumeration in chunks of 2**18 numbers took
+    1.0 s on one thread and 35 s on two. ``torch.set_num_threads`` is process-wide.
+    """
+    threads = torch.get_num_threads()
+    if n_entries > SMALL_BATCH or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @runtime_checkable
@@ -97,7 +122,7 @@ def exact_log_z(
     Args:
         model: a model implementing :class:`Enumerable` (any model of ``ebrl.boltzmann_machines``).
         max_units: refuse layers with more units than this (``2**24`` states is a few seconds).
-        chunk_size: states per chunk; ``None`` picks one that keeps a chunk near 2**22 numbers.
+        chunk_size: states per chunk; ``None`` picks one that keeps a chunk near 2**18 numbers.
         dtype: the precision of the sum (float64 by default, whatever the model's dtype).
 
     Returns:
@@ -122,11 +147,12 @@ def exact_log_z(
     device = _model_device(model)
     total_units = sum(layers.values())
     if chunk_size is None:
-        # Keep a chunk's working set (states x the other layer's units) near 2**22 numbers.
-        chunk_size = max(1, min(2**n_units, 2 ** max(0, 22 - max(1, total_units - n_units).bit_length())))
+        # A chunk's working set (states x the other layer's units) near 2**18 numbers stays in cache:
+        # on a 64 x 20 RBM this was 1.6x faster than 2**22.
+        chunk_size = max(1, min(2**n_units, 2**18 // max(1, total_units - n_units)))
     bits = 2 ** torch.arange(n_units, device=device, dtype=torch.int64)
     partial = []
-    with torch.no_grad():
+    with torch.no_grad(), small_batch_threads(chunk_size * max(1, total_units - n_units)):
         for start in range(0, 2**n_units, chunk_size):
             index = torch.arange(start, min(start + chunk_size, 2**n_units), device=device)
             states = ((index[:, None] & bits) > 0).to(dtype)
@@ -294,7 +320,7 @@ def ais_log_z(
         )
     device = _model_device(model)
     b = schedule.to(device=device, dtype=dtype)
-    with torch.no_grad():
+    with torch.no_grad(), small_batch_threads(n_runs * path.state_size):
         x = path.sample_base(n_runs, generator)
         log_w = torch.zeros(n_runs, device=device, dtype=dtype)
         for k in range(1, len(b)):

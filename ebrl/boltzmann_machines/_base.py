@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..partition import ais_log_z, exact_log_z
+from ..partition import ais_log_z, exact_log_z, small_batch_threads
 from ._ops import bernoulli
 from ._training import ContrastiveDivergenceMixin
 from ._validation import (
@@ -202,7 +202,7 @@ class RBMBase(ContrastiveDivergenceMixin, nn.Module):
         v = as_visible(v, "v", self.n_visible, self.weight)
         k = check_int(k, "k")
         check_generator(generator)
-        with torch.no_grad():
+        with torch.no_grad(), small_batch_threads(v.numel()):
             for _ in range(k):
                 h = bernoulli(self.hidden_probabilities(v), generator=generator)
                 v = self._sample_visible_given_mean(self.visible_mean(h), generator)

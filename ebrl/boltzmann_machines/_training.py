@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..partition import small_batch_threads
 from ._ops import bernoulli
 from ._validation import as_data, check_generator
 
@@ -60,7 +61,8 @@ class ContrastiveDivergenceMixin:
             from tqdm.auto import tqdm  # optional display only; the library itself needs torch + numpy
 
             epochs = tqdm(epochs, desc=f"{type(self).__name__} {self.method.upper()}-{self.k}", unit="epoch")
-        with torch.no_grad():
+        rows = max(bs, self.n_chains if self.method == "pcd" else bs)
+        with torch.no_grad(), small_batch_threads(rows * data.shape[1]):
             for _ in epochs:
                 start_time = time.perf_counter()
                 done = len(self.history_)

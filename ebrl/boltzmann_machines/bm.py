@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..partition import ais_log_z, exact_log_z
+from ..partition import ais_log_z, exact_log_z, small_batch_threads
 from ._ops import bernoulli
 from ._validation import (
     as_data,
@@ -223,7 +223,7 @@ class BoltzmannMachine(nn.Module):
         v = as_visible(v, "v", self.n_visible, self.couplings)
         k = check_int(k, "k")
         check_generator(generator)
-        with torch.no_grad():
+        with torch.no_grad(), small_batch_threads(v.numel()):
             x = self._start_states(v.reshape(-1, self.n_visible), 0, generator)
             for _ in range(k):
                 x = self._sweep(x, self._groups(), generator)
@@ -233,7 +233,7 @@ class BoltzmannMachine(nn.Module):
         """``n`` visible samples after ``n_gibbs`` sweeps from base-rate start states."""
         n, n_gibbs = check_int(n, "n"), check_int(n_gibbs, "n_gibbs")
         check_generator(generator)
-        with torch.no_grad():
+        with torch.no_grad(), small_batch_threads(n * self.n_visible):
             x = self._start_states(None, n, generator)
             for _ in range(n_gibbs):
                 x = self._sweep(x, self._groups(), generator)
@@ -277,7 +277,7 @@ class BoltzmannMachine(nn.Module):
 
             epochs = tqdm(epochs, desc="BoltzmannMachine PCD", unit="epoch")
         groups = self._groups()
-        with torch.no_grad():
+        with torch.no_grad(), small_batch_threads(self.n_chains * len(self.bias)):
             for _ in epochs:
                 perm = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu")
                 shuffled = torch.index_select(data, 0, perm.to(data.device))

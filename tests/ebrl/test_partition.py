@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ebrl.boltzmann_machines import RBM, BoltzmannMachine, GaussianBernoulliRBM
-from ebrl.partition import AISResult, ais_log_z, beta_schedule, exact_log_z
+from ebrl.partition import AISResult, ais_log_z, beta_schedule, exact_log_z, small_batch_threads
 
 torch.set_num_threads(1)
 
@@ -179,3 +179,19 @@ def test_ais_bad_arguments(kwargs, exc, name):
     rbm = random_rbm(6, 3, 0)
     with pytest.raises(exc, match=name):
         ais_log_z(rbm, **kwargs)
+
+
+def test_small_batch_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with small_batch_threads(100):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with small_batch_threads(2**20):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), small_batch_threads(100):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
