@@ -1,4 +1,4 @@
-"""The ``ebrl`` command: ``ebrl train | eval | plot``.
+"""The ``ebrl`` command: ``ebrl train | eval | plot | sweep``.
 
 Bad input (unknown env id or algo, a config key the algorithm does not accept, a directory that is
 not a run) is reported as one line on stderr with exit code 2, before anything is created.
@@ -70,19 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", parents=[common], help="learning curve, energy over actions, eval paths")
     p.add_argument("run_dir")
     p.add_argument("--states", type=_states, default=None, help="states for the landscape, '0,0;2.5,2.5'")
+
+    try:  # experiments/sweep.py owns the options and the work of `ebrl sweep` (Ray Tune)
+        from experiments.sweep import add_sweep_arguments
+    except ImportError:
+        return parser
+    sw = sub.add_parser("sweep", help="hyperparameter sweep on Ray Tune, local or on a cluster")
+    add_sweep_arguments(sw)
+    sub.metavar = "{train,eval,plot,sweep}"
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int:
     from experiments.config import resolve
     from experiments.train import train
 
     cfg = resolve(args.algo, args.env_id, args.seed, args.total_timesteps, args.config, args.device)
     train(cfg, runs_dir=args.runs_dir, track=args.track, wandb_project=args.wandb_project,
           progress_bar=not args.no_progress_bar, verbose=args.verbose)
+    return 0
 
 
-def _eval(args: argparse.Namespace) -> None:
+def _eval(args: argparse.Namespace) -> int:
     from experiments.config import load_run_config
     from experiments.run_dir import eval_run
 
@@ -95,28 +104,36 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"  success {s['success_rate']:.0%}, goal fractions "
               f"{[round(f, 3) for f in s['goal_fractions']]}, entropy {s['goal_entropy']:.2f}")
     print(f"  wrote {args.run_dir}/eval.json" + (f" and {s['gif']}" if s.get("gif") else ""))
+    return 0
 
 
-def _plot(args: argparse.Namespace) -> None:
+def _plot(args: argparse.Namespace) -> int:
     from experiments.config import load_run_config
     from experiments.run_dir import plot_run
 
     load_run_config(args.run_dir)
     for path in plot_run(args.run_dir, states=args.states):
         print(f"plot: {path}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from experiments.sweep import run_sweep_command
+
+    return run_sweep_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    torch.set_num_threads(args.threads)
+    if hasattr(args, "threads"):
+        torch.set_num_threads(args.threads)
     try:
-        {"train": _train, "eval": _eval, "plot": _plot}[args.command](args)
+        return {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep}[args.command](args)
     except ConfigError as exc:
         print(f"ebrl: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
