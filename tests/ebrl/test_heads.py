@@ -234,3 +234,12 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing() -> None:
         Generator(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="energy"):
         AnomalyScorer([])
+
+
+def test_heads_plug_into_the_real_rbm() -> None:
+    """The RBM of ebrl.boltzmann_machines plugs in with no adapter (skipped where it is absent)."""
+    bm = pytest.importorskip("ebrl.boltzmann_machines")
+    rbm = bm.RBM(n_hidden=4, n_visible=6)
+    s = Generator(rbm).sample(7, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (7, 6)
+    assert torch.allclose(AnomalyScorer(rbm).score(s), rbm.free_energy(s))
