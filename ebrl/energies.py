@@ -206,7 +206,9 @@ class StateActionEnergy(Energy):
         """a -> E(s, a) for fixed states, with W_s s computed once (and without a graph).
 
         The state features are detached: samplers only need gradients with respect to actions,
-        and a detached prefix keeps the per-step backward pass as short as possible.
+        and a detached prefix keeps the per-step backward pass as short as possible. For that
+        reason the returned function is for sampling only: a training loss must call
+        :meth:`forward` (or :meth:`energy`) so that gradients reach the state layer.
         """
         if context is None:
             raise ValueError("context (the states) is required for a StateActionEnergy")

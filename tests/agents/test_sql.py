@@ -161,6 +161,9 @@ def test_policy_energy_is_core_state_action_energy() -> None:
     states = torch.zeros(2, 3)
     assert BoltzmannPolicy(energy, n_chains=2).sample(states, n=2).shape == (2, 2, 1)
     assert energy(states, torch.zeros(2, 1)).shape == (2,)
+    heads = pytest.importorskip("ebrl.heads")
+    scorer = heads.AnomalyScorer(energy, temperature=model.policy.temperature, n_partition=16)
+    assert scorer.score_states(states).shape == (2,)
 
 
 def test_soft_value_matches_closed_form() -> None:
