@@ -71,10 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--states", type=_states, default=None, help="states for the landscape, '0,0;2.5,2.5'")
 
-    try:  # experiments/sweep.py owns the options and the work of `ebrl sweep` (Ray Tune)
-        from experiments.sweep import add_sweep_arguments
-    except ImportError:
-        return parser
+    # experiments/sweep.py owns the options and the work of `ebrl sweep`; it imports Ray lazily.
+    from experiments.sweep import add_sweep_arguments
+
     sw = sub.add_parser("sweep", help="hyperparameter sweep on Ray Tune, local or on a cluster")
     add_sweep_arguments(sw)
     sub.metavar = "{train,eval,plot,sweep}"
