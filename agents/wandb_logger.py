@@ -88,9 +88,12 @@ def _has_credentials() -> bool:
 
 
 def init_wandb(
-    config: Mapping[str, Any], project: str, name: str, directory: str | os.PathLike[str]
+    config: Mapping[str, Any], project: str, name: str, directory: str | os.PathLike[str],
+    run_id: str | None = None,
 ) -> Any | None:
     """Start a W&B run, offline unless credentials exist or ``WANDB_MODE`` says otherwise.
+
+    ``run_id``: continue that run (``ebrl train --resume``: the same id, ``resume="allow"``).
 
     Returns the run, or None (with one warning) when W&B is disabled or fails to start, so that
     the caller trains on with local logs.
@@ -110,6 +113,7 @@ def init_wandb(
             dir=str(directory),
             mode=mode,
             reinit="finish_previous",
+            **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
     except Exception as exc:
         warnings.warn(f"W&B could not start ({exc!r}); training with local logs only", stacklevel=2)

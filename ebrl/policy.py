@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_int, check_positive_float, check_tensor
+from ebrl._validation import check_finite, check_int, check_positive_float, check_tensor
 from ebrl.energies import Energy, StateActionEnergy
 from ebrl.samplers import Langevin, Sampler, SampleResult
 
@@ -63,6 +63,9 @@ class BoltzmannPolicy:
 
     def _states(self, states: Tensor) -> tuple[Tensor, bool]:
         check_tensor("states", states, last_dim=self.obs_dim)
+        # One host sync per call, at the boundary: a NaN state would otherwise surface later as a
+        # non-finite energy inside the sampler, far from its cause.
+        check_finite("states", states)
         if states.dim() == 1:
             return states[None], True
         if states.dim() != 2:

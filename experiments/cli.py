@@ -1,7 +1,9 @@
 """The ``ebrl`` command: ``ebrl train | eval | plot | sweep``.
 
 Bad input (unknown env id or algo, a config key the algorithm does not accept, a directory that is
-not a run) is reported as one line on stderr with exit code 2, before anything is created.
+not a run, a model file that is corrupt or would need unpickling) is reported as one line on stderr
+with exit code 2, before anything is created. An interrupted run (SIGINT/SIGTERM, a failing env)
+saves a checkpoint, prints ``ebrl train --resume RUN_DIR`` and exits with 128 + signal (1 for an env).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from agents.common.safe_load import ModelFileError
 from experiments.config import ALGOS, ConfigError
+
+ALLOW_PICKLE_HELP = "let the model file unpickle Python objects (runs code from the file: trusted files only)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,plot}")
 
     t = sub.add_parser("train", parents=[common], help="train an agent and save a run directory")
-    t.add_argument("--algo", required=True, choices=list(ALGOS), help="algorithm")
-    t.add_argument("--env-id", required=True, help="gymnasium id, e.g. ebrl/MultiGoal-v0 or Pendulum-v1")
+    t.add_argument("--algo", choices=list(ALGOS), help="algorithm (required unless --resume)")
+    t.add_argument("--env-id",
+                   help="gymnasium id, e.g. ebrl/MultiGoal-v0 or Pendulum-v1 (required unless --resume)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its latest checkpoint (with --total-timesteps: train further)")
+    t.add_argument("--checkpoint-freq", type=int, default=None,
+                   help="env steps between resumable checkpoints "
+                        "(default: the config's, else 5000; 0: only on stop)")
     t.add_argument("--total-timesteps", type=_positive, default=None,
                    help="env steps (default: the config's n_timesteps, else 10000)")
     t.add_argument("--seed", type=int, default=0)
@@ -66,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--deterministic", action="store_true", help="noise-free action search")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--no-gif", action="store_true", help="skip the GIF of the first episode")
+    e.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
 
     p = sub.add_parser("plot", parents=[common], help="learning curve, energy over actions, eval paths")
     p.add_argument("run_dir")
     p.add_argument("--states", type=_states, default=None, help="states for the landscape, '0,0;2.5,2.5'")
+    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
 
     # experiments/sweep.py owns the options and the work of `ebrl sweep`; it imports Ray lazily.
     from experiments.sweep import add_sweep_arguments
@@ -81,12 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from experiments.config import resolve
-    from experiments.train import train
+    from experiments.config import ConfigError, resolve
+    from experiments.train import TrainingInterrupted, resume, train
 
-    cfg = resolve(args.algo, args.env_id, args.seed, args.total_timesteps, args.config, args.device)
-    train(cfg, runs_dir=args.runs_dir, track=args.track, wandb_project=args.wandb_project,
-          progress_bar=not args.no_progress_bar, verbose=args.verbose)
+    try:
+        if args.resume is not None:
+            if args.algo or args.env_id or args.config:
+                raise ConfigError("--resume takes the run's own config: drop --algo, --env-id and --config")
+            resume(args.resume, total_timesteps=args.total_timesteps, track=True if args.track else None,
+                   wandb_project=args.wandb_project, progress_bar=not args.no_progress_bar,
+                   verbose=args.verbose)
+            return 0
+        if not args.algo or not args.env_id:
+            raise ConfigError("train needs --algo and --env-id (or --resume RUN_DIR)")
+        if args.checkpoint_freq is not None and args.checkpoint_freq < 0:
+            raise ConfigError(f"--checkpoint-freq must be >= 0, got {args.checkpoint_freq}")
+        cfg = resolve(args.algo, args.env_id, args.seed, args.total_timesteps, args.config, args.device,
+                      checkpoint_freq=args.checkpoint_freq)
+        train(cfg, runs_dir=args.runs_dir, track=args.track, wandb_project=args.wandb_project,
+              progress_bar=not args.no_progress_bar, verbose=args.verbose)
+    except TrainingInterrupted as exc:
+        print(f"ebrl: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 
@@ -95,7 +124,8 @@ def _eval(args: argparse.Namespace) -> int:
     from experiments.run_dir import eval_run
 
     load_run_config(args.run_dir)
-    s = eval_run(args.run_dir, args.n_episodes, args.deterministic, args.seed, gif=not args.no_gif)
+    s = eval_run(args.run_dir, args.n_episodes, args.deterministic, args.seed, gif=not args.no_gif,
+                 allow_pickle=args.allow_pickle)
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"{s['episodes']} {mode} episodes: return {s['mean_return']:.2f} ± {s['std_return']:.2f}, "
           f"length {s['mean_length']:.1f}")
@@ -111,7 +141,7 @@ def _plot(args: argparse.Namespace) -> int:
     from experiments.run_dir import plot_run
 
     load_run_config(args.run_dir)
-    for path in plot_run(args.run_dir, states=args.states):
+    for path in plot_run(args.run_dir, states=args.states, allow_pickle=args.allow_pickle):
         print(f"plot: {path}")
     return 0
 
@@ -131,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep}[args.command](args)
     except ConfigError as exc:
+        print(f"ebrl: error: {exc}", file=sys.stderr)
+        return 2
+    except ModelFileError as exc:
         print(f"ebrl: error: {exc}", file=sys.stderr)
         return 2
 

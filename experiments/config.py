@@ -28,10 +28,12 @@ ALGOS: dict[str, tuple[str, str]] = {
     "sac": ("stable_baselines3", "SAC"),
     "dqn": ("stable_baselines3", "DQN"),
 }
-RUN_KEYS = {"n_timesteps", "policy", "n_envs", "env_kwargs", "eval_freq", "n_eval_episodes"}
+RUN_KEYS = {"n_timesteps", "policy", "n_envs", "env_kwargs", "eval_freq", "n_eval_episodes",
+            "checkpoint_freq"}
 # Set by the command line or by the run itself, never by a config file.
 RESERVED = {"env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
 DEFAULT_TIMESTEPS = 10_000
+DEFAULT_CHECKPOINT_FREQ = 5_000
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,7 @@ class RunConfig:
     n_eval_episodes: int = 20
     hyperparams: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None
+    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ  # env steps between checkpoints (0: only on stop)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -155,6 +158,7 @@ def resolve(
     total_timesteps: int | None = None,
     config_file: str | Path | None = None,
     device: str = "auto",
+    checkpoint_freq: int | None = None,
 ) -> RunConfig:
     """Check the algo, env id and config keys, and merge file and command line (command line wins)."""
     cls = algo_class(algo)
@@ -173,6 +177,17 @@ def resolve(
         raise ConfigError(f"total timesteps must be an integer, got {steps!r}")
     if int(steps) < 1:
         raise ConfigError(f"total timesteps must be >= 1, got {steps}")
+    freq = run.get("checkpoint_freq", DEFAULT_CHECKPOINT_FREQ) if checkpoint_freq is None else checkpoint_freq
+    if isinstance(freq, bool) or not isinstance(freq, int) or freq < 0:
+        raise ConfigError(f"checkpoint_freq must be an integer >= 0 (env steps; 0: only on stop), "
+                          f"got {freq!r}")
+    for key, least in (("n_envs", 1), ("eval_freq", 0), ("n_eval_episodes", 1)):
+        value = run.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ConfigError(f"{key} must be an integer >= {least}, got {value!r}")
+    env_kwargs = run.get("env_kwargs")
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ConfigError(f"env_kwargs must be a mapping, got {env_kwargs!r}")
     return RunConfig(
         algo=algo,
         env_id=env_id,
@@ -186,6 +201,7 @@ def resolve(
         n_eval_episodes=int(run.get("n_eval_episodes", 20)),
         hyperparams=params,
         config_file=str(config_file) if config_file is not None else None,
+        checkpoint_freq=freq,
     )
 
 
@@ -194,16 +210,18 @@ def hyperparams_for_model(hyperparams: dict[str, Any]) -> dict[str, Any]:
     return {k: _convert(k, v) for k, v in hyperparams.items()}
 
 
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """Read a run's ``config.yaml``; a directory that is not a run raises :class:`ConfigError`."""
+def load_run_config(run_dir: str | Path, require_model: bool = True) -> RunConfig:
+    """Read a run's ``config.yaml``; a directory that is not a run raises :class:`ConfigError`.
+
+    ``require_model=False`` accepts a run that has not finished (no ``model.zip`` yet), for resuming.
+    """
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
     if not run_dir.is_dir():
         raise ConfigError(f"not a run directory: {run_dir} does not exist")
-    if not path.is_file() or not (run_dir / "model.zip").is_file():
-        raise ConfigError(
-            f"not a run directory: {run_dir} has no config.yaml and model.zip (made by `ebrl train`)"
-        )
+    if not path.is_file() or (require_model and not (run_dir / "model.zip").is_file()):
+        needs = "config.yaml and model.zip" if require_model else "config.yaml"
+        raise ConfigError(f"not a run directory: {run_dir} has no {needs} (made by `ebrl train`)")
     try:
         data = yaml.safe_load(path.read_text())
         return RunConfig(**data)

@@ -18,12 +18,16 @@ def run_name(env_id: str, algo: str, seed: int, stamp: str) -> str:
     return f"{env_id.replace('/', '-')}__{algo}__{seed}__{stamp}"
 
 
-def load_model(run_dir: str | Path, device: str = "auto") -> tuple[RunConfig, BaseAlgorithm]:
-    """The run's config and trained model (ConfigError if ``run_dir`` is not a run)."""
+def load_model(run_dir: str | Path, device: str = "auto", allow_pickle: bool = False
+               ) -> tuple[RunConfig, BaseAlgorithm]:
+    """The run's config and trained model, loaded without unpickling unless ``allow_pickle``
+    (ConfigError if ``run_dir`` is not a run; ModelFileError if its model file is bad)."""
     import envs  # noqa: F401  (registers ebrl/...)
+    from agents.common.safe_load import safe_load
 
     cfg = load_run_config(run_dir)
-    model = algo_class(cfg.algo).load(Path(run_dir) / "model.zip", device=device)
+    path = Path(run_dir) / "model.zip"
+    model = safe_load(algo_class(cfg.algo), path, device=device, allow_pickle=allow_pickle)
     return cfg, model
 
 
@@ -32,6 +36,7 @@ def plot_run(
     model: BaseAlgorithm | None = None,
     result: EvalResult | None = None,
     states: Sequence[Sequence[float]] | None = None,
+    allow_pickle: bool = False,
 ) -> list[Path]:
     """Draw ``plots/learning_curve.png``, ``plots/energy_landscape.png`` (1-D/2-D Box actions)
     and ``plots/trajectories.png`` (2-D observations); return the files written."""
@@ -40,7 +45,7 @@ def plot_run(
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     if model is None:
-        cfg, model = load_model(run_dir)
+        cfg, model = load_model(run_dir, allow_pickle=allow_pickle)
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     title = f"{cfg.algo} on {cfg.env_id}, seed {cfg.seed}"
@@ -71,9 +76,9 @@ def plot_run(
 
 
 def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: int | None,
-             gif: bool) -> dict[str, Any]:
+             gif: bool, allow_pickle: bool = False) -> dict[str, Any]:
     """Evaluate a saved run, write ``eval.json`` (and ``eval.gif`` of the first episode)."""
-    cfg, model = load_model(run_dir)
+    cfg, model = load_model(run_dir, allow_pickle=allow_pickle)
     run_dir = Path(run_dir)
     seed = cfg.seed + 20_000 if seed is None else seed
     result = evaluate(model, cfg.env_id, n_episodes, seed=seed, deterministic=deterministic,

@@ -45,7 +45,7 @@ class AnomalyScorer:
 
     def score(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """E(x | context) for ``x`` of shape ``(..., dim)``: shape ``x.shape[:-1]``, no graph."""
-        x = self.view.check_x("x", x)
+        x = check_finite("x", self.view.check_x("x", x))
         step = self.batch_size
         with torch.no_grad():
             if x.dim() == 1 or x.shape[0] <= step:

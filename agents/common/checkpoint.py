@@ -1,0 +1,234 @@
+"""Checkpoints that survive SIGKILL: atomic files, checkpoint directories and a ``latest`` pointer.
+
+Every file is written to a temporary name in the same directory, flushed, ``fsync``-ed and then
+renamed over its final name (``os.replace`` is atomic on POSIX), so a reader sees either the old
+file or the new one, never half of one. A checkpoint is a directory
+``checkpoints/step_<N>/`` written the same way (built under a temporary name, renamed when
+complete); ``checkpoints/latest.json`` is replaced only after the directory is complete. A process
+killed in the middle of a save therefore leaves at worst a stale ``.tmp-*`` directory, which the
+next save removes, and ``latest.json`` still names the previous complete checkpoint.
+
+Plain data (``state.json``) is encoded by :func:`to_plain` / :func:`from_plain`: numbers, strings,
+lists, tuples, string-keyed dicts, NumPy arrays and scalars (bit-exact, base64) and NumPy random
+generators (their ``bit_generator.state``). Nothing in a checkpoint is unpickled when it is read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+FORMAT = 1
+LATEST = "latest.json"
+COMPLETE = "state.json"  # written last inside a checkpoint directory
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+class NotPlainError(TypeError):
+    """A value that :func:`to_plain` cannot store without pickling it."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete or not one of ebrl's."""
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Persist a directory entry (a rename) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+# ----------------------------------------------------------------------------- plain data
+
+
+def to_plain(value: Any) -> Any:
+    """JSON-safe, bit-exact encoding of plain data; raises :class:`NotPlainError` otherwise."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biufc":
+            raise NotPlainError(f"array of dtype {arr.dtype}")
+        return {
+            "__nd__": base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode(),
+            "dtype": arr.dtype.str,
+            "shape": list(arr.shape),
+            "scalar": isinstance(value, np.generic),
+        }
+    if isinstance(value, np.random.Generator):
+        return {"__rng__": value.bit_generator.state}
+    if isinstance(value, tuple):
+        return {"__tuple__": [to_plain(v) for v in value]}
+    if isinstance(value, (list, deque)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise NotPlainError("dict with non-string keys")
+        return {"__dict__": {k: to_plain(v) for k, v in value.items()}}
+    raise NotPlainError(type(value).__name__)
+
+
+def from_plain(obj: Any) -> Any:
+    """Inverse of :func:`to_plain` (builds only arrays, tuples, dicts, lists and NumPy generators)."""
+    if isinstance(obj, list):
+        return [from_plain(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__nd__" in obj:
+        arr = np.frombuffer(base64.b64decode(obj["__nd__"]), dtype=np.dtype(obj["dtype"]))
+        arr = arr.reshape(obj["shape"]).copy()
+        return arr[()] if obj.get("scalar") else arr
+    if "__rng__" in obj:
+        state = obj["__rng__"]
+        name = state.get("bit_generator")
+        if name not in _BIT_GENERATORS:
+            raise CheckpointError(f"unknown random bit generator {name!r} in checkpoint")
+        bit_generator = getattr(np.random, name)()
+        bit_generator.state = state
+        return np.random.Generator(bit_generator)
+    if "__tuple__" in obj:
+        return tuple(from_plain(v) for v in obj["__tuple__"])
+    if "__dict__" in obj:
+        return {k: from_plain(v) for k, v in obj["__dict__"].items()}
+    raise CheckpointError(f"unknown encoded value with keys {sorted(obj)}")
+
+
+def is_plain(value: Any) -> bool:
+    try:
+        to_plain(value)
+    except NotPlainError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- checkpoint directories
+
+
+class CheckpointDir:
+    """The ``checkpoints/`` folder of a run: atomic checkpoint directories and the ``latest`` pointer.
+
+    Args:
+        root: the folder (created on the first save).
+        keep: complete checkpoints kept (older ones are deleted after a new one is in place; >= 1).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+        self.root = Path(root)
+        self.keep = keep
+
+    def save(
+        self, step: int, files: Mapping[str, Callable[[IO[bytes]], None]], state: Mapping[str, Any]
+    ) -> Path:
+        """Write one checkpoint: every ``files[name](file)`` then ``state.json``; return its directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        name = f"step_{int(step):012d}"
+        k = 0
+        while (self.root / (name if k == 0 else f"{name}-{k}")).exists():
+            k += 1
+        name = name if k == 0 else f"{name}-{k}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
+        try:
+            for file_name, write in files.items():
+                atomic_write(tmp / file_name, write)
+            atomic_write_json(tmp / COMPLETE, {"format": FORMAT, "step": int(step), **state})
+            fsync_dir(tmp)
+            final = self.root / name
+            os.replace(tmp, final)
+            fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic_write_json(self.root / LATEST, {"format": FORMAT, "name": name, "step": int(step)})
+        self._prune(keep_name=name)
+        return final
+
+    def complete(self) -> list[Path]:
+        """Complete checkpoint directories, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.glob("step_*") if p.is_dir() and (p / COMPLETE).is_file()]
+        return sorted(found, key=lambda p: p.name)
+
+    def latest(self) -> Path | None:
+        """The checkpoint ``latest.json`` names, else the newest complete one, else None."""
+        pointer = self.root / LATEST
+        try:
+            name = json.loads(pointer.read_text())["name"]
+            path = self.root / name
+            if (path / COMPLETE).is_file():
+                return path
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        done = self.complete()
+        return done[-1] if done else None
+
+    def _prune(self, keep_name: str) -> None:
+        done = [p for p in self.complete() if p.name != keep_name]
+        for old in done[: max(len(done) - (self.keep - 1), 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """``state.json`` of a checkpoint directory, checked for ebrl's format."""
+    path = Path(checkpoint) / COMPLETE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {checkpoint} is incomplete or corrupt: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise CheckpointError(
+            f"checkpoint {checkpoint} has format {found!r}; this ebrl reads format {FORMAT}"
+        )
+    return state
