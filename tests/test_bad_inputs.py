@@ -246,10 +246,6 @@ CASES: list[Case] = [
         lambda c: SQL("MlpPolicy", "Pendulum-v1", **TINY).predict(np.full((2, 3), NAN, np.float32)),
         ValueError,
         "observation",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="gap: NonFiniteError names the energy, not the observation (agents/sql/policies.py)",
-        ),
     ),
     # environments
     (

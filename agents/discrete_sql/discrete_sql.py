@@ -31,13 +31,14 @@ from agents.common.checks import (
     check_policy_kwargs,
     env_spaces,
 )
+from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
 from ebrl._validation import check_int, check_positive_float
 
 SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")
 
 
-class DiscreteSQL(OffPolicyAlgorithm):
+class DiscreteSQL(DivergenceGuardMixin, OffPolicyAlgorithm):
     """Soft Q-learning for Discrete action spaces: exact Boltzmann policy and soft value.
 
     Args:
@@ -57,6 +58,8 @@ class DiscreteSQL(OffPolicyAlgorithm):
         reward_scale: multiplies rewards in the target.
         target_update_interval: env steps between target updates.
         max_grad_norm: gradient-norm clip of the Q-network update (DQN's 10).
+        max_divergences: consecutive non-finite updates (loss, Q values, gradients, parameters)
+            skipped or rolled back before training stops with ``NonFiniteError``.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as in SB3.
         _init_setup_model: build the networks now (False when loading).
     """
@@ -84,6 +87,7 @@ class DiscreteSQL(OffPolicyAlgorithm):
         reward_scale: float = 1.0,
         target_update_interval: int = 10_000,
         max_grad_norm: float = 10.0,
+        max_divergences: int = DEFAULT_MAX_DIVERGENCES,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -96,6 +100,7 @@ class DiscreteSQL(OffPolicyAlgorithm):
         reward_scale = check_positive_float("reward_scale", reward_scale)
         check_int("target_update_interval", target_update_interval, minimum=1)
         max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm)
+        max_divergences = check_max_divergences(max_divergences)
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(
                 f"policy must be one of {list(self.policy_aliases)} or a policy class, got {policy!r}"
@@ -143,6 +148,7 @@ class DiscreteSQL(OffPolicyAlgorithm):
         self.reward_scale = reward_scale
         self.target_update_interval = target_update_interval
         self.max_grad_norm = max_grad_norm
+        self.max_divergences = max_divergences
         self._n_calls = 0
         if _init_setup_model:
             self._setup_model()
@@ -166,6 +172,7 @@ class DiscreteSQL(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses, q_means, values, entropies = [], [], [], []
+        self._guard_begin()
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
@@ -181,8 +188,12 @@ class DiscreteSQL(OffPolicyAlgorithm):
             q_all = self.policy.q_values(data.observations)
             q = q_all.gather(1, data.actions.long().reshape(-1, 1)).reshape(-1)
             loss = F.smooth_l1_loss(q, target)
+            if not self._guard_check(q_loss=loss, q_values=q, soft_value=value, target=target):
+                continue
             self.policy.optimizer.zero_grad()
             loss.backward()
+            if not self._guard_check_grads(self.policy.optimizer):
+                continue
             torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             losses.append(loss.item())
@@ -190,8 +201,12 @@ class DiscreteSQL(OffPolicyAlgorithm):
             values.append(value.mean().item())
             entropies.append(entropy.mean().item())
 
+        self._guard_end()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/diverged", self.n_diverged)
+        if not losses:  # every update of this call was skipped
+            return
         self.logger.record("train/q_loss", np.mean(losses))
         self.logger.record("train/q_values", np.mean(q_means))
         self.logger.record("train/soft_value", np.mean(values))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_box, check_observation_space
 from ebrl import BoltzmannPolicy, StateActionEnergy
-from ebrl._validation import check_choice, check_int, check_positive_float
+from ebrl._validation import check_choice, check_finite, check_int, check_positive_float
 from ebrl.energies import ACTIVATIONS
 from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
 
@@ -178,7 +178,6 @@ class SQLPolicy(BasePolicy):
             n_chains=n_chains,
             warm_start=self.warm_start,
         )
-        self._mode_init: Tensor | None = None
         self.optimizer = self.optimizer_class(
             self.critics.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
@@ -253,30 +252,14 @@ class SQLPolicy(BasePolicy):
         return self._predict(obs, deterministic=deterministic)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
-        states = self.states(observation)
+        states = check_finite("observation", self.states(observation))
         self.boltzmann.temperature = self.temperature
         # SB3 predicts under no_grad; the search needs input gradients of the energy.
         with torch.enable_grad():
             if deterministic:
-                return self._mode(states)
+                # Noise-free search from one fixed set of starts shared by all states.
+                return self.boltzmann.mode(states)
             return self.boltzmann.sample(states, n=self._n_explore)[:, 0]
-
-    def _mode(self, states: Tensor) -> Tensor:
-        """Noise-free search from one fixed set of starting points shared by every state.
-
-        ``BoltzmannPolicy.mode`` draws its fixed start per batch row, so the same state answers
-        differently at another row; sharing the start makes the mode a function of the state.
-        """
-        if self._mode_init is None or self._mode_init.device != states.device:
-            fixed = torch.Generator(device="cpu").manual_seed(0)
-            start = self.boltzmann.sampler.uniform((1, self.n_chains, self.act_dim), generator=fixed)
-            self._mode_init = start.to(device=states.device, dtype=states.dtype)
-        init = self._mode_init.expand(states.shape[0], -1, -1)
-        result = self.boltzmann.sampler.sample(
-            self.energy, init, context=states, temperature=self.boltzmann.temperature, deterministic=True
-        )
-        self.boltzmann.last_result = result
-        return result.best()
 
     def reset_chains(self, mask: Tensor | None = None) -> None:
         """Restart warm-started chains (all, or the env rows where ``mask`` is True)."""

@@ -37,6 +37,7 @@ from agents.common.checks import (
     check_policy_kwargs,
     env_spaces,
 )
+from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.sql.policies import MlpPolicy, SQLPolicy
 from agents.sql.soft_value import ESTIMATORS, mixture_soft_value, uniform_soft_value
 from ebrl._validation import check_choice, check_int, check_positive_float
@@ -74,7 +75,7 @@ def check_target_entropy(target_entropy: float | str) -> float | str:
     return float(target_entropy)
 
 
-class SQL(OffPolicyAlgorithm):
+class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
     """Soft Q-learning with an MCMC Boltzmann policy, for bounded Box action spaces.
 
     Args:
@@ -103,6 +104,8 @@ class SQL(OffPolicyAlgorithm):
             derivative-free sampler in a defensive mixture with a known density; see
             :func:`agents.sql.soft_value.mixture_soft_value`).
         target_update_interval: gradient steps between Polyak updates.
+        max_divergences: consecutive non-finite updates (loss, Q values, gradients, parameters,
+            sampled actions) skipped or rolled back before training stops with ``NonFiniteError``.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as in SB3.
         _init_setup_model: build the networks now (False when loading).
     """
@@ -133,6 +136,7 @@ class SQL(OffPolicyAlgorithm):
         n_particles: int = 16,
         value_estimator: str = "stratified",
         target_update_interval: int = 1,
+        max_divergences: int = DEFAULT_MAX_DIVERGENCES,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -148,6 +152,7 @@ class SQL(OffPolicyAlgorithm):
         n_particles = check_int("n_particles", n_particles, minimum=1)
         check_choice("value_estimator", value_estimator, ESTIMATORS)
         check_int("target_update_interval", target_update_interval, minimum=1)
+        max_divergences = check_max_divergences(max_divergences)
         policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
         if isinstance(policy, str) and policy not in self.policy_aliases:
             raise ValueError(
@@ -197,6 +202,7 @@ class SQL(OffPolicyAlgorithm):
         self.n_particles = n_particles
         self.value_estimator = value_estimator
         self.target_update_interval = target_update_interval
+        self.max_divergences = max_divergences
         self._alpha_init, self._alpha_auto = alpha_init, alpha_auto
         self.alpha_optimizer: torch.optim.Optimizer | None = None
         if _init_setup_model:
@@ -242,6 +248,7 @@ class SQL(OffPolicyAlgorithm):
             optimizers.append(self.alpha_optimizer)
         self._update_learning_rate(optimizers)
         q_losses, q_values, values, entropies, alphas, alpha_losses = [], [], [], [], [], []
+        self._guard_begin()
         for step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
@@ -256,8 +263,12 @@ class SQL(OffPolicyAlgorithm):
                 )
             current = self.policy.q_values(states, data.actions)
             q_loss = 0.5 * sum(F.mse_loss(q, target) for q in current)
+            if not self._guard_check(q_loss=q_loss, q_values=current, soft_value=value, target=target):
+                continue
             self.policy.optimizer.zero_grad()
             q_loss.backward()
+            if not self._guard_check_grads(self.policy.optimizer):
+                continue
             self.policy.optimizer.step()
 
             if self.alpha_optimizer is not None:
@@ -277,8 +288,12 @@ class SQL(OffPolicyAlgorithm):
             entropies.append(entropy.mean().item())
             alphas.append(alpha.item())
 
+        self._guard_end()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/diverged", self.n_diverged)
+        if not q_losses:  # every update of this call was skipped
+            return
         self.logger.record("train/q_loss", np.mean(q_losses))
         self.logger.record("train/q_values", np.mean(q_values))
         self.logger.record("train/soft_value", np.mean(values))

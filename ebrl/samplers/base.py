@@ -262,8 +262,11 @@ class Sampler(ABC):
         for name, n in zip(("batch", "chains", "dim"), shape, strict=True):
             check_int(f"shape[{name}]", n, minimum=1)
         if deterministic:
+            # One fixed set of starting points shared by every batch row: the answer for a state
+            # must not depend on which row of the batch it sits in.
             fixed = torch.Generator(device="cpu").manual_seed(_FIXED_INIT_SEED)
-            return self.uniform(shape, dtype=dtype, generator=fixed).to(device)
+            start = self.uniform((1, *shape[1:]), dtype=dtype, generator=fixed).to(device)
+            return start.expand(shape).clone()
         x0 = self.uniform(shape, device, dtype, generator)
         chains = self._chains
         if init == "persistent" and chains is not None and tuple(chains.shape) == shape:

@@ -27,8 +27,8 @@ class DerivativeFree(Sampler):
 
     Deterministic mode is the T -> 0 limit of the search: each round keeps the lowest-energy
     eighth of the chains (replicated to fill the population, as the cross-entropy method does)
-    instead of drawing by weight, and its perturbations come from an internally seeded generator,
-    so the same input always gives the same answer.
+    instead of drawing by weight, and its perturbations come from an internally seeded generator
+    (one draw shared by all rows), so a state always gets the same answer, in any batch.
 
     Args:
         n_steps: number of resample-and-perturb iterations (Implicit BC: 3).
@@ -92,7 +92,10 @@ class DerivativeFree(Sampler):
                 idx = (
                     self._elite_index(e) if deterministic else self._resample_index(e, temperature, generator)
                 )
-                noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+                # Deterministic mode shares one noise draw across rows, so that a state's answer
+                # does not depend on its row in the batch.
+                noise_shape = (1, *x.shape[1:]) if deterministic else x.shape
+                noise = torch.randn(noise_shape, device=x.device, dtype=x.dtype, generator=generator)
                 x = (self._gather(x, idx) + sigma * noise).clamp(self.low, self.high)
                 sigma *= self.noise_shrink
                 e = energy_fn(x)

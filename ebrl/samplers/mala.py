@@ -25,7 +25,8 @@ class MALA(Sampler):
     chain. 0.574 is the optimal acceptance for MALA in high dimension (Roberts & Rosenthal 1998).
 
     In deterministic mode the proposal noise is dropped and a move is taken only when it lowers
-    the energy: a monotone, noise-free descent.
+    the energy: a monotone, noise-free descent whose per-chain step grows by 1.5 after a success
+    and halves after a failure.
 
     Args:
         n_steps: total number of MH steps K (warm-up included).
@@ -69,7 +70,10 @@ class MALA(Sampler):
         e0 = e
         tracker = NonFiniteTracker()
         tracker.update(0, energy=e.sum(), gradient=g.sum())
-        log_eps = torch.full((batch, 1, 1), math.log(self.step_size), device=x.device, dtype=x.dtype)
+        # Deterministic search keeps one step size per chain and adapts it every step (grow on
+        # success, shrink on failure): a noise-free descent with a crude line search.
+        eps_shape = (batch, x.shape[1], 1) if deterministic else (batch, 1, 1)
+        log_eps = torch.full(eps_shape, math.log(self.step_size), device=x.device, dtype=x.dtype)
         accepted = torch.zeros((), device=x.device, dtype=x.dtype)
         grad_norm_sum = g.norm(dim=-1).mean()
         n_counted = 0
@@ -106,7 +110,9 @@ class MALA(Sampler):
                 e = torch.where(accept, e_y, e)
                 g = torch.where(accept[..., None], g_y, g)
                 acc = accept.to(x.dtype)
-                if k < self.adapt_steps:
+                if deterministic:
+                    log_eps = log_eps + torch.where(accept[..., None], math.log(1.5), math.log(0.5))
+                elif k < self.adapt_steps:
                     # Robbins-Monro on log eps with a decaying gain: adaptation fades out.
                     gain = 1.0 / math.sqrt(k + 1)
                     log_eps = log_eps + gain * (acc.mean(dim=1) - self.target_accept)[:, None, None]
@@ -115,7 +121,7 @@ class MALA(Sampler):
                     n_counted += 1
                 grad_norm_sum += g.norm(dim=-1).mean()
         tracker.check(type(self).__name__, self.n_steps)
-        self.last_step_size = log_eps.exp().reshape(batch)
+        self.last_step_size = log_eps.exp().reshape(batch, -1).mean(1)
         return SampleResult(
             samples=x,
             energy=e,

@@ -147,3 +147,15 @@ def test_bad_call_arguments():
         policy.log_partition(torch.randn(4, 3), n=1)
     with pytest.raises(TypeError, match="states"):
         policy.mode(torch.zeros(4, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "sampler", [None, MALA(n_steps=10), DerivativeFree()], ids=["langevin", "mala", "dfo"]
+)
+def test_mode_of_a_state_does_not_depend_on_its_row(sampler):
+    torch.manual_seed(0)
+    policy = BoltzmannPolicy(StateActionEnergy(3, 2, hidden_sizes=(16,)), sampler, n_chains=8)
+    states = torch.randn(5, 3)
+    alone = torch.stack([policy.mode(s) for s in states])
+    torch.testing.assert_close(policy.mode(states), alone)
+    torch.testing.assert_close(policy.mode(states.flip(0)), alone.flip(0))
