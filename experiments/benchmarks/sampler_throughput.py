@@ -3,7 +3,7 @@
 For a StateActionEnergy (obs 17, act 6, 2x256 SiLU) and batch x chains in a grid, it times
 K = 20 steps of Langevin and MALA and, in the same run and on the same batch, the limit: K
 evaluations of E and dE/da with nothing else. The ratio sampler / limit is the sampler's
-overhead (target <= 1.15 on CPU at 256x16 and larger). Timings are medians of ``--repeats`` warm
+overhead (target <= 1.15 on CPU at 256x16 and larger). Timings are the fastest of ``--repeats`` warm
 runs, interleaved so that both sides see the same machine state.
 
     python experiments/benchmarks/sampler_throughput.py [--device cpu|cuda] [--threads 1]
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -99,8 +98,8 @@ def main() -> None:
                 w, c = time_it(fn, device)
                 wall[name].append(w)
                 cpu[name].append(c)
-        med = {name: statistics.median(v) for name, v in wall.items()}
-        med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
+        med = {name: min(v) for name, v in wall.items()}
+        med_cpu = {name: min(v) for name, v in cpu.items()}
         for name in samplers:
             rows.append(
                 {
@@ -134,8 +133,10 @@ def main() -> None:
         "",
         f"Command: `{meta['command']}`  ",
         f"torch {meta['torch']}, {meta['threads']} thread(s); {meta['network']}; "
-        f"median of {args.repeats} warm runs.",
+        f"fastest of {args.repeats} warm runs (the least disturbed by other load, as timeit advises).",
         "The limit is K bare forward + input-gradient passes of the same network on the same batch.",
+        "Langevin makes K gradient passes and one forward pass (the final energies); MALA makes K + 1",
+        "gradient passes (the start and K proposals), so 1/K = 5 % of its ratio is the extra pass.",
         f"Load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
         "(on a shared machine the CPU-time ratio is the steadier figure).",
         "",
