@@ -10,7 +10,10 @@ with goal entropy >= 0.9 log 4.
 
     .venv/bin/python experiments/benchmarks/multigoal_modes.py --seeds 0 1 2 --episodes 100
 
-writes ``experiments/results/multigoal_modes.{json,md,png}``.
+writes ``experiments/results/multigoal_modes.{json,md,png}``. Every (task, algorithm, seed) is one
+Ray Tune trial (:func:`experiments.sweep.run_parallel`) with one torch thread: ``--max-concurrent``
+of them at a time on this machine, or on a Ray cluster with ``--address auto``. Re-running an
+interrupted command re-runs only the unfinished trials (``--fresh`` runs them all again).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+import envs  # noqa: F401  (registers ebrl/...: the figure draws the tasks here, the runs are in Ray workers)
 from experiments.config import resolve
 from experiments.evaluate import EvalResult, evaluate
 from experiments.plots import draw_task
+from experiments.sweep import run_parallel
 from experiments.train import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,9 +47,14 @@ ALGOS = ("sql", "sac")
 TARGET_SUCCESS, TARGET_ENTROPY_FRACTION = 0.95, 0.9
 
 
-def run_one(
-    algo: str, env_id: str, seed: int, steps: int, episodes: int
-) -> tuple[dict[str, Any], EvalResult]:
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one (algo, task, seed) in a Ray worker; JSON-serialisable result.
+
+    ``result["row"]`` is the table row; with ``job["keep_paths"]`` ``result["example"]`` holds the
+    per-episode outcomes and paths that :func:`example_result` turns back into an EvalResult.
+    """
+    algo, env_id, seed, steps, episodes = (job[k] for k in ("algo", "env_id", "seed", "steps", "episodes"))
+    torch.set_num_threads(1)  # small MLPs: one thread is fastest and does not oversubscribe the cores
     cfg = resolve(algo, env_id, seed, steps, CONFIGS / f"{algo}.yaml", device="cpu")
     model = build_model(cfg)
     start = time.perf_counter()
@@ -57,7 +67,23 @@ def run_one(
           f"{[round(f, 2) for f in row['goal_fractions']]}, entropy {row['goal_entropy']:.3f}"
           + (f", crashes {row['crash_rate']:.2f}" if "crash_rate" in row else "") + f" ({seconds:.0f} s)",
           flush=True)
-    return row, result
+    out: dict[str, Any] = {"row": row}
+    if job.get("keep_paths"):
+        out["example"] = {
+            "returns": [float(r) for r in result.returns], "lengths": [int(n) for n in result.lengths],
+            "goal_index": [int(g) for g in result.goal_index], "n_goals": int(result.n_goals),
+            "crashed": [bool(c) for c in result.crashed],
+            "paths": [np.asarray(p, dtype=float).round(4).tolist() for p in result.paths],
+        }
+    return out
+
+
+def example_result(example: dict[str, Any]) -> EvalResult:
+    """The EvalResult (without frames) that :func:`run_one` sent back as lists."""
+    return EvalResult(returns=example["returns"], lengths=example["lengths"],
+                      goal_index=example["goal_index"], n_goals=example["n_goals"],
+                      crashed=example["crashed"],
+                      paths=[np.asarray(p, dtype=float) for p in example["paths"]])
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,21 +186,34 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=list(ALGOS))
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default: sql.yaml's)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "multigoal_modes"))
+    parser.add_argument("--address", default=None,
+                        help="join a running Ray cluster ('auto', or host:port); default: start Ray on "
+                             "this machine's CPUs")
+    parser.add_argument("--max-concurrent", type=int, default=2,
+                        help="at most this many runs at once (one CPU and one torch thread each)")
+    parser.add_argument("--storage", default="runs/sweeps",
+                        help="where the Ray Tune trials are kept (on a cluster: a path all nodes share)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run every job again instead of resuming the finished ones of the same command")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # small MLPs: one thread is fastest and does not oversubscribe 2 cores
-    rows, examples = [], {}
+    jobs = []
     for env_id in args.tasks:
         steps = args.steps or resolve("sql", env_id, 0, None, CONFIGS / "sql.yaml").total_timesteps
         for algo in args.algos:
             for seed in args.seeds:
-                row, result = run_one(algo, env_id, seed, steps, args.episodes)
-                rows.append(row)
-                if seed == args.seeds[0]:
-                    examples[(env_id, algo)] = result
+                jobs.append({"algo": algo, "env_id": env_id, "seed": seed, "steps": steps,
+                             "episodes": args.episodes, "keep_paths": seed == args.seeds[0]})
+    results = run_parallel(run_one, jobs, name=Path(args.out).name, storage=args.storage,
+                           address=args.address, max_concurrent=args.max_concurrent, resume=not args.fresh)
+    rows = [r["row"] for r in results]
+    examples = {(job["env_id"], job["algo"]): example_result(r["example"])
+                for job, r in zip(jobs, results, strict=True) if job["keep_paths"]}
     summary = aggregate(rows)
     command = "python experiments/benchmarks/multigoal_modes.py " + " ".join(
         [f"--seeds {' '.join(map(str, args.seeds))}", f"--episodes {args.episodes}"]
-        + ([f"--steps {args.steps}"] if args.steps else []))
+        + ([f"--steps {args.steps}"] if args.steps else [])
+        + ([f"--max-concurrent {args.max_concurrent}"] if args.max_concurrent != 2 else [])
+        + ([f"--address {args.address}"] if args.address else []))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": command, "torch": torch.__version__, "python": platform.python_version(),

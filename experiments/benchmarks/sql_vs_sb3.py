@@ -7,16 +7,18 @@ Same seeds, same network sizes, deterministic evaluation every ``--eval-every`` 
     python experiments/benchmarks/sql_vs_sb3.py --tasks pendulum --steps 4000 --seeds 0
 
 Env steps per second are measured without the evaluation time, both in wall-clock time and in
-process CPU time (the latter is robust to other jobs sharing the machine). Each run is a separate
-process with one torch thread; ``--jobs 2`` runs two at a time, pairing the two algorithms of a
-seed so that both see the same machine load.
+process CPU time (the latter is robust to other jobs sharing the machine). Each run is a Ray Tune
+trial (:func:`experiments.sweep.run_parallel`) with one torch thread; ``--max-concurrent 2`` (alias
+``--jobs``) runs two at a time, pairing the two algorithms of a seed so that both see the same
+machine load. ``--address auto`` runs the trials on a Ray cluster. Re-running an interrupted command
+re-runs only the unfinished runs (``--fresh`` runs them all again).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
+import os
 import platform
 import shlex
 import sys
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from experiments.sweep import run_parallel
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -120,9 +124,10 @@ def algo_class(name: str):
     return getattr(stable_baselines3, name)
 
 
-def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
-    """Train one (task, algorithm, seed) and return its evaluation curve and speed."""
-    task_name, algo, seed, steps, eval_every = job
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one (task, algorithm, seed) in a Ray worker and return its evaluation curve and speed."""
+    task_name, algo, seed = job["task"], job["algo"], job["seed"]
+    steps, eval_every = job["steps"], job["eval_every"]
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -164,12 +169,7 @@ def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
     if not curve.points or curve.points[-1][0] != model.num_timesteps:
         curve.evaluate()
     final = curve.points[-1]
-    print(
-        f"[{task_name}] {algo:12s} seed {seed}: final {final[1]:8.1f} +- {final[2]:6.1f}, "
-        f"{steps / wall:6.1f} steps/s wall, {steps / cpu:6.1f} steps/s cpu",
-        flush=True,
-    )
-    return {
+    run = {
         "task": task_name,
         "algo": algo,
         "seed": seed,
@@ -182,6 +182,15 @@ def run_one(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
         "train_wall_s": wall,
         "train_cpu_s": cpu,
     }
+    if job.get("partial"):  # finished runs are appended as they come, so an interrupted benchmark keeps them
+        with open(job["partial"], "a") as f:
+            f.write(json.dumps(run) + "\n")
+    print(
+        f"[{task_name}] {algo:12s} seed {seed}: final {final[1]:8.1f} +- {final[2]:6.1f}, "
+        f"{steps / wall:6.1f} steps/s wall, {steps / cpu:6.1f} steps/s cpu",
+        flush=True,
+    )
+    return run
 
 
 def summarise(runs: list[dict[str, Any]], task_name: str) -> dict[str, Any]:
@@ -306,13 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="env steps per run (default: each task's)")
     parser.add_argument("--eval-every", type=int, default=None, help="default: each task's (or steps/10)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    parser.add_argument("--max-concurrent", "--jobs", dest="jobs", type=int, default=2, metavar="N",
+                        help="runs in parallel (one CPU and one torch thread each)")
+    parser.add_argument("--address", default=None,
+                        help="join a running Ray cluster ('auto', or host:port); default: start Ray on "
+                             "this machine's CPUs")
+    parser.add_argument("--storage", default="runs/sweeps",
+                        help="where the Ray Tune trials are kept (on a cluster: a path all nodes share)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run every job again instead of resuming the finished ones of the same command")
     parser.add_argument("--out", type=Path, default=RESULTS / "sql_vs_sb3", help="output path without suffix")
     parser.add_argument("--scope", default=None, help="describe a partial run (written to the md/json)")
     parser.add_argument(
         "--from-partial",
         action="store_true",
-        help="write the results from the runs finished so far (<out>.partial.jsonl) without training",
+        help="write the results from the runs finished so far (<out>.partial.jsonl, written by runs on "
+        "this machine) without training",
     )
     args = parser.parse_args(argv)
 
@@ -322,30 +340,28 @@ def main(argv: list[str] | None = None) -> int:
         for t in args.tasks
     }
     # Pair the two algorithms of a seed so that they run at the same time, under the same load.
+    partial = args.out.with_suffix(".partial.jsonl").resolve()
     jobs = [
-        (t, algo, seed, steps[t], every[t])
+        {"task": t, "algo": algo, "seed": seed, "steps": steps[t], "eval_every": every[t],
+         "partial": str(partial)}
         for t in args.tasks
         for seed in args.seeds
         for algo in (TASKS[t].ours, TASKS[t].baseline)
     ]
     start = time.time()
-    partial = args.out.with_suffix(".partial.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_partial:
-        runs = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        # the last line of each (task, algo, seed): a resumed benchmark may have appended a run twice
+        runs = list({(r["task"], r["algo"], r["seed"]): r for r in (
+            json.loads(line) for line in partial.read_text().splitlines() if line.strip())}.values())
         args.tasks = [t for t in args.tasks if any(r["task"] == t for r in runs)]
         args.seeds = sorted({r["seed"] for r in runs})
         steps = {t: next(r["steps"] for r in runs if r["task"] == t) for t in args.tasks}
     else:
-        runs = []
-        partial.write_text("")
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(args.jobs, maxtasksperchild=1) as pool:
-            # Finished runs are appended as they come, so an interrupted benchmark keeps them.
-            for run in pool.imap_unordered(run_one, jobs, chunksize=1):
-                runs.append(run)
-                with partial.open("a") as f:
-                    f.write(json.dumps(run) + "\n")
+        if args.fresh:
+            partial.unlink(missing_ok=True)
+        runs = run_parallel(run_one, jobs, name=args.out.name, storage=args.storage, address=args.address,
+                            max_concurrent=args.jobs, resume=not args.fresh)
     runs.sort(key=lambda r: (r["task"], r["algo"], r["seed"]))
     full = (
         all(steps[t] == TASKS[t].steps for t in args.tasks)
@@ -354,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     meta = {
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-        "machine": f"{platform.machine()}, {mp.cpu_count()} CPU cores (shared with other jobs), CPU torch",
+        "machine": (f"Ray cluster at {args.address}" if args.address
+                    else f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs)")
+        + ", CPU torch",
         "jobs": args.jobs,
         "steps": steps,
         "eval_every": every,
@@ -376,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(md)
     plot(runs, args.tasks, args.out.with_suffix(".png"))
     if not args.from_partial:
-        partial.unlink()
+        partial.unlink(missing_ok=True)
     print(md)
     return 0
 
