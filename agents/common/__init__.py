@@ -4,6 +4,7 @@ from agents.common.checks import (
     check_action_space_box,
     check_action_space_discrete,
     check_observation_space,
+    check_policy_and_env,
     check_policy_kwargs,
     env_spaces,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "check_action_space_box",
     "check_action_space_discrete",
     "check_observation_space",
+    "check_policy_and_env",
     "check_policy_kwargs",
     "env_spaces",
 ]

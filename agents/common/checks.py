@@ -8,6 +8,7 @@ the agents check first and raise ``TypeError``/``ValueError`` naming the argumen
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,3 +94,41 @@ def check_policy_kwargs(policy_class: type, policy_kwargs: dict[str, Any] | None
             f"policy_kwargs has unknown keys {unknown}; {policy_class.__name__} accepts {accepted}"
         )
     return dict(policy_kwargs)
+
+
+def check_policy_and_env(
+    policy: str | type,
+    policy_aliases: dict[str, type],
+    base_policy: type,
+    policy_kwargs: dict[str, Any] | None,
+    env: GymEnv | str | None,
+    check_action_space: Callable[[spaces.Space], spaces.Space],
+    verbose: int = 0,
+) -> GymEnv | None:
+    """The checks SQL and DiscreteSQL run on ``policy``, ``policy_kwargs`` and ``env`` before SB3
+    builds anything; returns the env (made from its id if a string was given).
+
+    Args:
+        policy: an alias from ``policy_aliases`` (e.g. ``"MlpPolicy"``) or a policy class.
+        policy_aliases: the algorithm's aliases.
+        base_policy: the algorithm's policy base class, whose ``check_kwargs`` validates the kwargs.
+        policy_kwargs: extra policy arguments (the temperature is the algorithm's ``alpha``).
+        env: the environment, its id, or None (when loading).
+        check_action_space: the algorithm's action-space check.
+        verbose: SB3's verbosity for making the env.
+    """
+    if isinstance(policy, str) and policy not in policy_aliases:
+        raise ValueError(f"policy must be one of {list(policy_aliases)} or a policy class, got {policy!r}")
+    policy_class = policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+    if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
+        raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
+    if isinstance(policy_class, type) and issubclass(policy_class, base_policy):
+        kwargs = check_policy_kwargs(policy_class, policy_kwargs)
+        if "temperature" in kwargs:
+            raise ValueError("policy_kwargs['temperature'] is set by the algorithm: pass alpha instead")
+        policy_class.check_kwargs(**kwargs)
+    env, observation_space, action_space = env_spaces(env, verbose)
+    if env is not None:
+        check_observation_space(observation_space)
+        check_action_space(action_space)
+    return env

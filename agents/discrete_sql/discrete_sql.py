@@ -27,9 +27,7 @@ from stable_baselines3.common.utils import polyak_update
 
 from agents.common.checks import (
     check_action_space_discrete,
-    check_observation_space,
-    check_policy_kwargs,
-    env_spaces,
+    check_policy_and_env,
 )
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
@@ -101,22 +99,10 @@ class DiscreteSQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         check_int("target_update_interval", target_update_interval, minimum=1)
         max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm)
         max_divergences = check_max_divergences(max_divergences)
-        if isinstance(policy, str) and policy not in self.policy_aliases:
-            raise ValueError(
-                f"policy must be one of {list(self.policy_aliases)} or a policy class, got {policy!r}"
-            )
-        policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
-        if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
-            raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
-        if isinstance(policy_class, type) and issubclass(policy_class, DiscreteSQLPolicy):
-            kwargs = check_policy_kwargs(policy_class, policy_kwargs)
-            if "temperature" in kwargs:
-                raise ValueError("policy_kwargs['temperature'] is set by the algorithm: pass alpha instead")
-            policy_class.check_kwargs(**kwargs)
-        env, observation_space, action_space = env_spaces(env, verbose)
-        if env is not None:
-            check_observation_space(observation_space)
-            check_action_space_discrete(action_space)
+        env = check_policy_and_env(
+            policy, self.policy_aliases, DiscreteSQLPolicy, policy_kwargs, env,
+            check_action_space_discrete, verbose,
+        )
 
         super().__init__(
             policy,
