@@ -6,6 +6,7 @@ Boltzmann policy is pi(a|s) ∝ exp(-E(s, a)/alpha) = exp(Q(s, a)/alpha) (Haarno
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -40,7 +41,7 @@ def _check_hidden(hidden_sizes: Sequence[int]) -> tuple[int, ...]:
     return tuple(check_int("hidden_sizes[i]", h, minimum=1) for h in hidden_sizes)
 
 
-class Energy(nn.Module):
+class Energy(nn.Module, ABC):
     """Base class of energies E(x | c) over ``x_dim``-dimensional x with optional context c.
 
     Subclasses implement :meth:`energy`; :meth:`condition` returns the function x -> E(x | c)
@@ -50,9 +51,9 @@ class Energy(nn.Module):
     x_dim: int
     context_dim: int
 
+    @abstractmethod
     def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Energy of ``x`` of shape ``(..., x_dim)``; returns shape ``x.shape[:-1]``."""
-        raise NotImplementedError
 
     def condition(self, context: Tensor | None = None) -> EnergyFn:
         """The function x -> E(x | context) for a fixed context (what a sampler runs on)."""

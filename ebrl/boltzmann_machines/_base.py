@@ -8,6 +8,7 @@ The energy is ``E(v, h) = E_vis(v) - s(v).W.h - c.h`` with ``s(v) = v`` for bina
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from ._validation import (
 EXACT_AUTO_MAX_UNITS = 20  # score_samples/log_partition enumerate up to 2**20 states, else AIS
 
 
-class RBMBase(ContrastiveDivergenceMixin, nn.Module):
+class RBMBase(ContrastiveDivergenceMixin, nn.Module, ABC):
     """Base class of :class:`RBM` and :class:`GaussianBernoulliRBM` (see their docstrings)."""
 
     _fit_values = "binary"  # what fit accepts: "binary", "unit" or "real"
@@ -96,36 +97,37 @@ class RBMBase(ContrastiveDivergenceMixin, nn.Module):
             self._initialize(n_visible, None, generator)
 
     # ----------------------------------------------------------------- layer-specific hooks
+    @abstractmethod
     def _init_visible(self, n_visible: int, data: Tensor | None) -> None:
         """Set ``visible_bias`` (and any visible parameters) from the data, or to defaults."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _visible_stat(self, v: Tensor) -> Tensor:
         """``s(v)``, the visible term that couples to the hidden units."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _visible_energy(self, v: Tensor) -> Tensor:
         """``E_vis(v)``, the part of the energy that depends on ``v`` alone."""
-        raise NotImplementedError
 
+    @abstractmethod
     def visible_mean(self, h: Tensor) -> Tensor:
         """``E[v | h]``: probabilities for binary visibles, the Gaussian mean otherwise."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _sample_visible_given_mean(self, mean: Tensor, generator: torch.Generator | None) -> Tensor:
-        raise NotImplementedError
+        """Visible states drawn around ``mean`` (Bernoulli or Gaussian)."""
 
+    @abstractmethod
     def _bias_gradient(self, v_data: Tensor, v_model: Tensor) -> Tensor:
         """``<dE/db>_model - <dE/db>_data`` for the visible bias."""
-        raise NotImplementedError
 
     def _bias_shift(self, shift: Tensor) -> Tensor:
         """How a change ``W lambda`` of the coupling moves the visible bias under centring."""
         return shift
 
+    @abstractmethod
     def _base_samples(self, n: int, generator: torch.Generator | None) -> Tensor:
         """Start states for ``sample``: draws from the base-rate (independent) model."""
-        raise NotImplementedError
 
     # -------------------------------------------------------------------------- properties
     @property
