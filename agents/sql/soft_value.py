@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-ESTIMATORS = ("uniform", "stratified", "mixture")
+ESTIMATORS = ("proposal", "uniform", "stratified", "mixture")
 
 QFn = Callable[[Tensor], Tensor]
 

@@ -128,6 +128,9 @@ class Sampler(ABC):
         bounds: the box [low, high] on every coordinate (actions: the normalised [-1, 1]).
     """
 
+    # Whether run_chains takes a per-state ``step_size`` tensor (see :meth:`sample`).
+    supports_step_size: bool = False
+
     def __init__(self, n_steps: int, bounds: Sequence[float] = (-1.0, 1.0)) -> None:
         self.n_steps = check_int("n_steps", n_steps, minimum=1)
         if not (isinstance(bounds, Sequence) and len(bounds) == 2):
@@ -175,6 +178,7 @@ class Sampler(ABC):
         deterministic: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        step_size: Tensor | None = None,
     ) -> SampleResult:
         """Draw samples of p(x) ∝ exp(-E(x)/temperature) on the box.
 
@@ -192,6 +196,8 @@ class Sampler(ABC):
             deterministic: noise-free search from a fixed initialisation (ARCHITECTURE.md).
             device, dtype: where uniform chains live when ``energy`` is a plain function;
                 an ``Energy``'s own parameters decide otherwise.
+            step_size: optional per-state first step size, ``(batch,)``, > 0 (only for samplers
+                with ``supports_step_size``, e.g. :class:`~ebrl.samplers.MALA`).
         """
         temperature = check_positive_float("temperature", temperature)
         if isinstance(energy, Energy):
@@ -209,9 +215,18 @@ class Sampler(ABC):
                 "(torch.no_grad() is fine)"
             )
         x0 = self._initial_chains(init, shape, device, dtype, generator, deterministic)
+        extra = {}
+        if step_size is not None:
+            if not self.supports_step_size:
+                raise ValueError(f"step_size: {type(self).__name__} takes no per-state step size")
+            if not isinstance(step_size, Tensor) or tuple(step_size.shape) != (x0.shape[0],):
+                raise ValueError(
+                    f"step_size must be a tensor of shape ({x0.shape[0]},), got {step_size!r:.80}"
+                )
+            extra["step_size"] = step_size.detach()
         if deterministic:
             generator = torch.Generator(device=x0.device).manual_seed(_FIXED_INIT_SEED)
-        result = self.run_chains(energy_fn, x0, temperature, generator, deterministic)
+        result = self.run_chains(energy_fn, x0, temperature, generator, deterministic, **extra)
         if not deterministic:
             # Only a finished run replaces the persistent chains (a failed one leaves them as they were).
             self._chains = result.samples.detach()

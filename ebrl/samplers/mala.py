@@ -28,6 +28,9 @@ class MALA(Sampler):
     the energy: a monotone, noise-free descent whose per-chain step grows by 1.5 after a success
     and halves after a failure.
 
+    ``sample(..., step_size=t)`` replaces the initial eps by a per-state tensor ``t`` of shape
+    ``(batch,)`` (the Boltzmann policy sets it from its proposal's scale).
+
     Args:
         n_steps: total number of MH steps K (warm-up included).
         step_size: initial eps (> 0).
@@ -35,6 +38,8 @@ class MALA(Sampler):
         target_accept: acceptance rate aimed for during warm-up, in (0, 1).
         bounds: the box [low, high].
     """
+
+    supports_step_size = True
 
     def __init__(
         self,
@@ -63,6 +68,7 @@ class MALA(Sampler):
         temperature: float,
         generator: torch.Generator | None,
         deterministic: bool,
+        step_size: Tensor | None = None,
     ) -> SampleResult:
         batch = x0.shape[0]
         x = x0
@@ -73,7 +79,11 @@ class MALA(Sampler):
         # Deterministic search keeps one step size per chain and adapts it every step (grow on
         # success, shrink on failure): a noise-free descent with a crude line search.
         eps_shape = (batch, x.shape[1], 1) if deterministic else (batch, 1, 1)
-        log_eps = torch.full(eps_shape, math.log(self.step_size), device=x.device, dtype=x.dtype)
+        if step_size is None:
+            log_eps = torch.full(eps_shape, math.log(self.step_size), device=x.device, dtype=x.dtype)
+        else:
+            # A per-state first step, e.g. from a learned proposal's scale (ebrl.policy).
+            log_eps = step_size.to(x.dtype).log().reshape(batch, 1, 1).expand(eps_shape).clone()
         accepted = torch.zeros((), device=x.device, dtype=x.dtype)
         grad_norm_sum = g.norm(dim=-1).mean()
         n_counted = 0

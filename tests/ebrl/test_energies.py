@@ -79,3 +79,22 @@ def test_shape_mismatches_are_named():
         energy(torch.randn(5, 4), torch.ones(5, 3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="actions"):
         energy.condition(torch.randn(5, 4))(torch.rand(6, 3, 2))
+
+
+def test_ensemble_energy_matches_the_members_and_their_gradients():
+    from ebrl.energies import ensemble_energy
+
+    torch.manual_seed(0)
+    members = [StateActionEnergy(5, 3, (16, 16), "relu") for _ in range(2)]
+    states = torch.randn(7, 5)
+    for actions in (torch.rand(7, 3) * 2 - 1, torch.rand(7, 4, 3) * 2 - 1):
+        out = ensemble_energy(members, states, actions)
+        assert out.shape == (2, *actions.shape[:-1])
+        torch.testing.assert_close(out, torch.stack([m(states, actions) for m in members]))
+    out.sum().backward()
+    grads = [p.grad.clone() for m in members for p in m.parameters()]
+    for m in members:
+        m.zero_grad()
+    torch.stack([m(states, actions) for m in members]).sum().backward()
+    for g, p in zip(grads, (p for m in members for p in m.parameters()), strict=True):
+        torch.testing.assert_close(g, p.grad)
