@@ -162,6 +162,11 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         reward_scale = check_positive_float("reward_scale", reward_scale)
         n_particles = check_int("n_particles", n_particles, minimum=1)
         check_choice("value_estimator", value_estimator, ESTIMATORS)
+        if value_estimator == "proposal" and not (policy_kwargs or {}).get("proposal", True):
+            raise ValueError(
+                "value_estimator='proposal' needs the policy's proposal, but policy_kwargs has "
+                "proposal=False: choose value_estimator 'uniform', 'stratified' or 'mixture'"
+            )
         check_int("target_update_interval", target_update_interval, minimum=1)
         check_int("proposal_update_interval", proposal_update_interval, minimum=1)
         max_divergences = check_max_divergences(max_divergences)
@@ -224,11 +229,6 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         self.critic = self.policy.critics
         self.critic_target = self.policy.critic_targets
         self.proposal = self.policy.proposal
-        if self.value_estimator == "proposal" and self.proposal is None:
-            raise ValueError(
-                "value_estimator='proposal' needs the policy's proposal; with "
-                "policy_kwargs=dict(proposal=False) choose 'uniform', 'stratified' or 'mixture'"
-            )
 
     def _soft_value(
         self, next_states: torch.Tensor, alpha: torch.Tensor

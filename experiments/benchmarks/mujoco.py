@@ -27,8 +27,9 @@ Usage (from the repository root):
 Resuming. Every finished run is appended as one JSON line to ``<out-prefix>_runs.jsonl`` (a
 committed file). A run's key is (task, algo, seed, steps, eval_every, eval_episodes, device,
 learn_from, settings_hash), where settings_hash is a short SHA-256 of the algorithm's effective
-constructor keyword arguments and, for SQL only, of the source text of ``agents/sql/*.py``: editing
-SQL's defaults or code invalidates the old SQL runs while the SAC runs stay valid. A job whose key is
+constructor keyword arguments and, for SQL only, of every keyword default of ``SQL`` and ``SQLPolicy``:
+changing SQL's defaults invalidates the old SQL runs while the SAC runs stay valid (each run also
+records the git commit it ran on, for changes of code that keep the defaults). A job whose key is
 already in the jsonl is skipped (``--fresh`` runs it again; the newer line wins). The jobs left are
 run as Ray Tune trials through :func:`experiments.sweep.run_parallel` (one CPU and one torch thread
 each; ``--max-concurrent`` at a time; ``--address auto`` for a Ray cluster), which also gives
@@ -75,7 +76,6 @@ sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "results"
-SQL_SOURCES = ROOT / "agents" / "sql"
 
 TASKS = {
     "halfcheetah": "HalfCheetah-v5",
@@ -103,8 +103,31 @@ def algo_kwargs(algo: str, sac_learning_starts: int = SAC_LEARNING_STARTS) -> di
 
 
 def sql_source_text() -> str:
-    """The source of agents/sql/*.py, each file preceded by its name (renames count as changes)."""
-    return "".join(f"# {p.name}\n{p.read_text()}" for p in sorted(SQL_SOURCES.glob("*.py")))
+    """SQL's effective defaults: every keyword default of ``SQL`` and of its policy (whatever the
+    file they live in), so that changing a default invalidates old SQL runs while editing comments
+    does not. Each run also records the git commit it ran on."""
+    import inspect
+
+    from agents.sql import SQL, SQLPolicy
+
+    defaults = {
+        f"{cls.__name__}.{name}": repr(p.default)
+        for cls in (SQL, SQLPolicy)
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return json.dumps(defaults, sort_keys=True)
+
+
+def git_commit() -> str:
+    """The commit of the checkout (with ``+dirty`` when tracked files were modified)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
 
 
 def settings_hash(algo: str, kwargs: dict[str, Any]) -> str:
@@ -239,6 +262,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         **{k: job[k] for k in ("task", "env_id", "algo", "seed", "steps", "eval_every", "eval_episodes",
                                "device", "learn_from", "kwargs", "command")},
         "settings_hash": actual_hash,
+        "git_commit": git_commit(),
         "num_timesteps": n,
         "curve": [list(p) for p in progress.points],  # [step, mean, std over episodes]
         "curve_min_max": [list(p) for p in progress.extremes],  # [min, max] over episodes, per point
@@ -331,7 +355,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Machine: {meta['machine']}",
         "",
         f"Settings: SQL is `SQL(\"MlpPolicy\", env, seed=seed, device=\"{dev}\")`, its frozen defaults "
-        f"(settings hash {meta['settings']['SQL']['hash']}, which covers agents/sql/*.py), chosen on a "
+        f"(settings hash {meta['settings']['SQL']['hash']}, which covers the keyword defaults of SQL and "
+        "SQLPolicy), chosen on a "
         "tuning set of Pendulum-v1 and HalfCheetah-v5: HalfCheetah-v5 is a tuning task, Hopper-v5 and "
         "Walker2d-v5 (and Ant-v5) are held-out tasks. SAC is "
         f"`SAC(\"MlpPolicy\", env, {sac_args}, "

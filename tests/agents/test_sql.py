@@ -263,6 +263,11 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"policy_kwargs": {"temperature": 2.0}}, ValueError, "alpha"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"net_arch": 64}}, TypeError, "net_arch"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"n_chain": 4}}, TypeError, "n_chain"),
+        (lambda: "Pendulum-v1", {"proposal_update_interval": 0}, ValueError, "proposal_update_interval"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"proposal": False}}, ValueError, "value_estimator"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"n_candidates": 0}}, ValueError, "n_candidates"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 0.0}}, ValueError, "defensive"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 2.0}}, ValueError, "defensive"),
     ],
 )
 def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
@@ -274,3 +279,37 @@ def test_policy_class_validates_spaces() -> None:
     env = gym.make("CartPole-v1")
     with pytest.raises(TypeError, match="action_space"):
         SQLPolicy(env.observation_space, env.action_space, lambda _: 1e-3)
+
+
+def test_defaults_are_the_proposal_accelerated_boltzmann_policy(tmp_path) -> None:
+    """What a user gets from SQL("MlpPolicy", env): a learned proposal, MALA acting on Q_1,
+    a learned alpha, ReLU critics; after learning the proposal and alpha have moved, and a saved
+    model predicts the same noise-free action."""
+    model = SQL("MlpPolicy", "Pendulum-v1", seed=0, learning_starts=50, batch_size=32,
+                policy_kwargs={"net_arch": (32, 32)})
+    policy = model.policy
+    assert model.value_estimator == "proposal" and model.alpha == "auto"
+    assert policy.proposal is not None and policy.boltzmann.proposal is policy.proposal
+    assert type(policy.boltzmann.sampler).__name__ == "MALA" and policy.activation == "relu"
+    before = [p.detach().clone() for p in policy.proposal.parameters()]
+    model.learn(150)
+    assert any(not torch.equal(b, p) for b, p in zip(before, policy.proposal.parameters(), strict=True))
+    logged = model.logger.name_to_value
+    assert logged["train/alpha"] < 1.0 and np.isfinite(logged["train/proposal_loss"])
+    assert 0.0 <= logged["sampler/acceptance"] <= 1.0
+    obs = model.env.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert np.all(np.abs(action) <= 2.0)
+    model.save(tmp_path / "sql")
+    loaded = SQL.load(tmp_path / "sql", device="cpu")
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], action, atol=1e-5)
+    for a, b in zip(policy.proposal.parameters(), loaded.policy.proposal.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_training_mode_reaches_every_submodule() -> None:
+    model = tiny_sql("Pendulum-v1")
+    model.policy.set_training_mode(True)
+    assert all(m.training for m in model.policy.modules())
+    model.policy.set_training_mode(False)
+    assert not any(m.training for m in model.policy.modules())
