@@ -13,6 +13,9 @@ from ebrl.proposals import TanhGaussianProposal, defensive_sample
 from ebrl.samplers import Langevin, Sampler, SampleResult
 from ebrl.samplers.base import _FIXED_INIT_SEED
 
+# Gain of the between-call adaptation of the MALA step scale (see BoltzmannPolicy).
+STEP_ADAPT_GAIN = 0.05
+
 
 def default_sampler() -> Langevin:
     """Langevin action search as in the reference soft Q-learning loop of ARCHITECTURE.md:
@@ -39,7 +42,15 @@ class BoltzmannPolicy:
             :meth:`log_partition`. The chains then run on E itself: the policy stays
             exp(-E/alpha), whatever q_phi is (SIR is consistent as ``n_candidates`` grows, and
             every MCMC step leaves the Boltzmann density invariant).
-        n_candidates: N, SIR candidates per chain start (with a proposal).
+            With a proposal and a sampler that takes a per-state step (MALA), the first step is
+            eps = c mean(scale_phi^2) d^(-1/3) from q_phi's spread, and the factor c adapts
+            *between* calls toward the sampler's ``target_accept`` (log c += 0.05 (acceptance -
+            target)): within a call eps is fixed, so every call is an exact MH chain, while the
+            scale follows how sharp exp(-E/alpha) is relative to q_phi (far sharper once alpha is
+            small). log c is the 0-d tensor :attr:`log_step_scale`, updated in place (an owner
+            module can register it as a buffer so that it is saved with the model).
+        n_candidates: N, SIR candidates per chain start (with a proposal); 1: no resampling, the
+            chains start at draws of q_phi and only the MCMC steps pull them toward pi.
         defensive: eps, the weight of the uniform density in the defensive mixture (Hesterberg
             1995): importance weights stay below 2^d exp(-E/alpha)/eps, so a poor q_phi costs
             variance, never consistency.
@@ -83,6 +94,7 @@ class BoltzmannPolicy:
         if proposal is not None and bounds != (-1.0, 1.0):
             raise ValueError(f"a proposal lives on the box [-1, 1]; the sampler's bounds are {bounds}")
         self.last_result: SampleResult | None = None
+        self.log_step_scale = torch.zeros((), device=energy.device, dtype=energy.dtype)
 
     @property
     def act_dim(self) -> int:
@@ -125,6 +137,12 @@ class BoltzmannPolicy:
             step_size=step_size,
         )
         self.last_result = result
+        if step_size is not None and result.acceptance is not None:
+            # Robbins-Monro between calls, on the device (no host sync).
+            target = getattr(self.sampler, "target_accept", 0.574)
+            change = STEP_ADAPT_GAIN * (result.acceptance.detach() - target)
+            with torch.no_grad():
+                self.log_step_scale.add_(change.to(self.log_step_scale)).clamp_(-30.0, 5.0)
         return result.samples[0] if single else result.samples
 
     def _sir(
@@ -132,9 +150,16 @@ class BoltzmannPolicy:
     ) -> tuple[Tensor, Tensor | None]:
         """Chain starts by sampling-importance-resampling: N candidates per state from the defensive
         mixture, n of them kept with probability ∝ exp(-E/alpha)/q_mix (Rubin 1988); and the
-        per-state MALA step from the proposal's spread (:meth:`_step_size`)."""
+        per-state MALA step from the proposal's spread (:meth:`_step_size`). With N = 1 there is
+        nothing to resample: the chains start at draws of q_phi."""
         assert self.proposal is not None
         with torch.no_grad():
+            if self.n_candidates == 1:
+                init = self.proposal.transform(
+                    states, torch.randn((states.shape[0], n, self.act_dim), device=states.device,
+                                        dtype=states.dtype, generator=generator)
+                )
+                return init, self._step_size(self.proposal.scale(states))
             draw = defensive_sample(self.proposal, states, self.n_candidates, self.defensive, generator)
             log_w = -self.energy.condition(states)(draw.actions) / self.temperature - draw.log_q
             idx = torch.multinomial(torch.softmax(log_w, dim=-1), n, replacement=True, generator=generator)
@@ -142,12 +167,13 @@ class BoltzmannPolicy:
         return init, self._step_size(draw.scale)
 
     def _step_size(self, scale: Tensor) -> Tensor | None:
-        """MALA's first step per state from the proposal's spread: eps = mean(scale^2) d^(-1/3),
-        the optimal MALA scaling for a target of that width (Roberts & Rosenthal 1998)."""
+        """MALA's first step per state from the proposal's spread: eps = c mean(scale^2) d^(-1/3),
+        the optimal MALA scaling for a target of that width (Roberts & Rosenthal 1998) times the
+        adapted factor c (class docstring)."""
         if not self.sampler.supports_step_size:
             return None
-        var = (scale.detach() ** 2).mean(-1)
-        return (var * self.act_dim ** (-1.0 / 3.0)).clamp(1e-6, 1.0)
+        eps = (scale.detach() ** 2).mean(-1) * self.act_dim ** (-1.0 / 3.0)
+        return (eps * self.log_step_scale.to(eps).exp()).clamp(1e-12, 1.0)
 
     def mode(self, states: Tensor) -> Tensor:
         """Noise-free search from a fixed initialisation; the lowest-energy chain per state:
@@ -157,12 +183,14 @@ class BoltzmannPolicy:
         init: str | Tensor = "uniform"
         step_size = None
         if self.proposal is not None:
-            # The proposal's mode joins the fixed starts: still a deterministic function of the state.
+            # Starts at fixed quantiles of q_phi (its mode first): a deterministic function of the
+            # state, and near the actions the critic was trained on. Uniform starts would let the
+            # noise-free search find the spurious maxima a learned Q has far from its data.
             fixed = torch.Generator(device="cpu").manual_seed(_FIXED_INIT_SEED)
-            start = self.sampler.uniform((1, *shape[1:]), dtype=states.dtype, generator=fixed)
-            init = start.to(states.device).expand(shape).clone()
+            xi = torch.randn((1, *shape[1:]), dtype=states.dtype, generator=fixed).to(states.device)
+            xi[:, 0] = 0.0
             with torch.no_grad():
-                init[:, 0] = self.proposal.mode(states)
+                init = self.proposal.transform(states, xi)
                 step_size = self._step_size(self.proposal.scale(states))
         result = self.sampler.sample(
             self.energy,

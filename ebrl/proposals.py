@@ -118,6 +118,13 @@ class TanhGaussianProposal(nn.Module):
         mean, log_std = self._gaussian(states)
         return _log_prob(mean[:, None, :], log_std[:, None, :], actions)
 
+    def transform(self, states: Tensor, noise: Tensor) -> Tensor:
+        """tanh(mu_phi(s) + sigma_phi(s) xi) for given standard-normal ``noise`` xi of shape
+        ``(batch or 1, n, act_dim)``: ``(batch, n, act_dim)`` (fixed xi give fixed quantiles)."""
+        mean, log_std = self._gaussian(states)
+        u = mean[:, None, :] + log_std.exp()[:, None, :] * noise
+        return torch.tanh(u).clamp(-1.0 + _EDGE, 1.0 - _EDGE)
+
     def mode(self, states: Tensor) -> Tensor:
         """tanh(mu_phi(s)), the squashed mean, ``(batch, act_dim)``."""
         mean, _ = self._gaussian(states)

@@ -17,9 +17,9 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_box, check_observation_space
-from ebrl import BoltzmannPolicy, StateActionEnergy
+from ebrl import BoltzmannPolicy, Energy, StateActionEnergy
 from ebrl._validation import check_choice, check_finite, check_fraction, check_int, check_positive_float
-from ebrl.energies import ACTIVATIONS, ensemble_energy
+from ebrl.energies import ACTIVATIONS, PessimisticEnergy, ensemble_energy
 from ebrl.proposals import TanhGaussianProposal
 from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
 
@@ -75,11 +75,12 @@ def check_net_arch(net_arch: Sequence[int]) -> list[int]:
 
 class SQLPolicy(BasePolicy):
     """Policy of :class:`~agents.SQL`: owns the critics E_i(s, a) = -Q_i(s, a), their Polyak
-    targets, and the Boltzmann policy pi(a|s) ∝ exp(Q_1(s, a)/alpha) (Haarnoja et al. 2017, eq. 6).
+    targets, the proposal q_phi, and the Boltzmann policy pi(a|s) ∝ exp(min_i Q_i(s, a)/alpha)
+    (Haarnoja et al. 2017, eq. 6, on the twin minimum of Fujimoto et al. 2018).
 
-    Actions are searched by MCMC on the *first* critic only: one network in the inner loop of the
-    search is the cheap choice (ARCHITECTURE.md lists "one critic in the search" as a speed lever);
-    the twin minimum is used where over-estimation matters, in the soft Bellman target.
+    Actions are searched by MCMC on the pessimistic energy -min_i Q_i: the same function whose
+    log-partition is the soft value of the target, and far less exploitable by one critic's
+    errors than a single critic (``policy_energy="first"`` searches Q_1 alone, cheaper per step).
     All actions live in [-1, 1]^d (``squash_output=True``: SB3 rescales to the env's box and
     stores the scaled action in the replay buffer).
 
@@ -93,11 +94,17 @@ class SQLPolicy(BasePolicy):
             a few MALA steps need no smoother gradients, and SiLU critics learned far slower on
             MuJoCo-like tasks (see experiments/results/mujoco.md).
         n_critics: number of critics (2: the twin-Q minimum of Fujimoto et al. 2018).
+        policy_energy: the energy the Boltzmann policy samples and the proposal is fitted to:
+            ``"min"`` (E = -min_i Q_i, :class:`ebrl.energies.PessimisticEnergy`: the function
+            whose log-partition is the soft value of the target) or ``"first"`` (E = -Q_1).
         sampler: the action search, ``"langevin"``, ``"mala"`` or ``"dfo"`` (see :func:`make_sampler`).
         n_steps: MCMC steps K per action search.
         step_size: first step size of the search (``None``: the per-kind default).
         sampler_kwargs: extra keyword arguments of the sampler class.
         n_chains: chains per state in deterministic mode (the lowest-energy one is returned).
+            ``None``: 1 with a proposal (the descent starts at q_phi's mode; more starts let the
+            noise-free search pick actions whose Q is over-estimated: on HalfCheetah 16 starts
+            evaluated worse than 1, see experiments/results/sql_tuning.md), 16 without.
         explore_chains: chains per state for the behaviour (stochastic) action, of which the
             first is taken (chains are exchangeable: independent for Langevin/MALA, resampled
             draws for ``"dfo"``, which needs many). ``None``: 1 for Langevin/MALA (the cheapest
@@ -105,9 +112,9 @@ class SQLPolicy(BasePolicy):
         warm_start: keep each env's chain between steps (persistent chains; rows restart when
             their episode ends), so that fewer steps per env step suffice (without a proposal).
         proposal: learn a proposal q_phi(a|s) (a tanh-Gaussian, :class:`ebrl.proposals.TanhGaussianProposal`)
-            toward the Boltzmann policy, by the reverse KL E_q[log q - Q_1/alpha]. It starts the
+            toward the Boltzmann policy, by the reverse KL E_q[log q + E/alpha]. It starts the
             MCMC chains (sampling-importance-resampling) and is the importance proposal of the soft
-            value; the acted policy is still exp(Q_1/alpha) (see :class:`ebrl.BoltzmannPolicy`).
+            value; the acted policy is still exp(-E/alpha) (see :class:`ebrl.BoltzmannPolicy`).
         n_candidates: SIR candidates per acted action (with a proposal).
         defensive: weight eps of the uniform density in the defensive mixture
             eps U + (1 - eps) q_phi used for SIR and for the soft value.
@@ -124,11 +131,12 @@ class SQLPolicy(BasePolicy):
         net_arch: Sequence[int] = (256, 256),
         activation: str = "relu",
         n_critics: int = 2,
+        policy_energy: str = "min",
         sampler: str = "mala",
         n_steps: int = 3,
         step_size: float | None = None,
         sampler_kwargs: dict[str, Any] | None = None,
-        n_chains: int = 16,
+        n_chains: int | None = None,
         explore_chains: int | None = None,
         warm_start: bool = False,
         proposal: bool = True,
@@ -143,6 +151,7 @@ class SQLPolicy(BasePolicy):
             net_arch=net_arch,
             activation=activation,
             n_critics=n_critics,
+            policy_energy=policy_energy,
             sampler=sampler,
             n_steps=n_steps,
             step_size=step_size,
@@ -167,11 +176,13 @@ class SQLPolicy(BasePolicy):
         self.net_arch = check_net_arch(net_arch)
         self.activation = activation
         self.n_critics = n_critics
+        self.policy_energy = policy_energy
         self.sampler_kind = sampler
         self.n_steps = n_steps
         self.step_size = step_size
         self.sampler_kwargs = sampler_kwargs
         self.n_chains = n_chains
+        n_chains = n_chains or (1 if proposal else 16)
         self.explore_chains = explore_chains
         self._n_explore = explore_chains or (n_chains if sampler == "dfo" else 1)
         self.warm_start = bool(warm_start)
@@ -196,8 +207,12 @@ class SQLPolicy(BasePolicy):
             self.proposal_optimizer = self.optimizer_class(
                 self.proposal.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
             )
+        # Not a registered submodule: it holds no parameters of its own.
+        self.__dict__["_energy"] = (
+            PessimisticEnergy(self.critics) if policy_energy == "min" else self.critics[0]
+        )
         self.boltzmann = BoltzmannPolicy(
-            self.critics[0],
+            self._energy,
             make_sampler(sampler, n_steps, step_size, sampler_kwargs),
             temperature=temperature,
             n_chains=n_chains,
@@ -206,6 +221,9 @@ class SQLPolicy(BasePolicy):
             n_candidates=n_candidates,
             defensive=defensive,
         )
+        # The MALA step scale the Boltzmann policy adapts between calls: a buffer, so that a saved
+        # model acts (and its deterministic mode answers) exactly as before saving.
+        self.register_buffer("log_step_scale", self.boltzmann.log_step_scale)
         self.optimizer = self.optimizer_class(
             self.critics.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
@@ -220,7 +238,9 @@ class SQLPolicy(BasePolicy):
             check_choice("activation", kwargs["activation"], list(ACTIVATIONS))
         if "n_critics" in kwargs:
             check_int("n_critics", kwargs["n_critics"], minimum=1)
-        if "n_chains" in kwargs:
+        if "policy_energy" in kwargs:
+            check_choice("policy_energy", kwargs["policy_energy"], ["min", "first"])
+        if kwargs.get("n_chains") is not None:
             check_int("n_chains", kwargs["n_chains"], minimum=1)
         if kwargs.get("explore_chains") is not None:
             check_int("explore_chains", kwargs["explore_chains"], minimum=1)
@@ -238,9 +258,10 @@ class SQLPolicy(BasePolicy):
         )
 
     @property
-    def energy(self) -> StateActionEnergy:
-        """E(s, a) = -Q_1(s, a), the energy the Boltzmann policy samples (hand it to any head)."""
-        return self.critics[0]
+    def energy(self) -> Energy:
+        """The energy the Boltzmann policy samples (hand it to any head): -min_i Q_i(s, a) with
+        ``policy_energy="min"``, the first critic -Q_1(s, a) with ``"first"``."""
+        return self._energy
 
     @property
     def temperature(self) -> float:
@@ -258,6 +279,7 @@ class SQLPolicy(BasePolicy):
             net_arch=self.net_arch,
             activation=self.activation,
             n_critics=self.n_critics,
+            policy_energy=self.policy_energy,
             sampler=self.sampler_kind,
             n_steps=self.n_steps,
             step_size=self.step_size,
@@ -307,6 +329,8 @@ class SQLPolicy(BasePolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
         states = check_finite("observation", self.states(observation))
         self.boltzmann.temperature = self.temperature
+        # The buffer is replaced when the module moves device: point the sampler at the current one.
+        self.boltzmann.log_step_scale = self.log_step_scale
         # SB3 predicts under no_grad; the search needs input gradients of the energy.
         with torch.enable_grad():
             if deterministic:

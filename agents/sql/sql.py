@@ -7,14 +7,15 @@ The math, top to bottom (one gradient step; docs/architecture.md has the data fl
     V(s') = alpha [logsumexp_i (Q'(s', a_i)/alpha - log q_mix(a_i)) - log M]  (eq. 10, importance sampling)
     y = reward_scale r + gamma (1 - done) V(s')                           (soft Bellman target)
     L_Q = sum_j 1/2 (Q_j(s, a) - y)^2                                     (critic loss)
-    L_phi = E_{a ~ q_phi(.|s)} [alpha log q_phi(a|s) - Q_1(s, a)]         (reverse KL to pi, reparameterised)
+    L_phi = E_{a ~ q_phi(.|s)} [alpha log q_phi(a|s) - min_j Q_j(s, a)]  (reverse KL to pi, reparameterised)
     theta_target <- tau theta + (1 - tau) theta_target                    (Polyak)
 
 With ``alpha="auto"`` log alpha follows SAC's temperature loss with the Boltzmann entropy estimate
 H = (V - E_pi[Q]) / alpha from the same particles. The policy that acts is the Boltzmann policy
-pi(a|s) ∝ exp(Q_1(s, a)/alpha): chains start from q_phi by sampling-importance-resampling and take
-exact MALA steps on Q_1 (:class:`~agents.sql.SQLPolicy`). q_phi only makes the search and the soft
-value cheap; with q_phi = pi and M = 1 the target is SAC's Q - alpha log pi. Without a proposal
+pi(a|s) ∝ exp(min_j Q_j(s, a)/alpha), the function whose log-partition is V: chains start from
+q_phi (sampling-importance-resampling) and take exact MALA steps on E = -min_j Q_j
+(:class:`~agents.sql.SQLPolicy`). q_phi only makes the search and the soft value cheap; with
+q_phi = pi and M = 1 the target is SAC's Q - alpha log pi. Without a proposal
 (``policy_kwargs=dict(proposal=False)``) the particles are uniform, as in the paper.
 """
 
@@ -291,12 +292,12 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
 
             update_proposal = (self._n_updates + step) % self.proposal_update_interval == 0
             if proposal_optimizer is not None and update_proposal:
-                # Proposal: reverse KL to pi ∝ exp(Q_1/alpha), E_q[alpha log q - Q_1] (SAC's actor
-                # loss on the critic the Boltzmann policy samples). Gradients only to phi: the
-                # critic's weight gradients are not even computed.
+                # Proposal: reverse KL to pi ∝ exp(-E/alpha), E_q[alpha log q + E] with the energy
+                # the Boltzmann policy samples (SAC's actor loss). Gradients only to phi: the
+                # critics' weight gradients are not even computed.
                 assert self.proposal is not None
                 actions, log_q = self.proposal.rsample(states.detach(), 1)
-                q_pi = -self.policy.critics[0](states.detach(), actions)
+                q_pi = -self.policy.energy(states.detach(), actions)
                 proposal_loss = (alpha * log_q - q_pi).mean()
                 proposal_optimizer.zero_grad()
                 proposal_loss.backward(inputs=list(self.proposal.parameters()))

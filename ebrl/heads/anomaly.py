@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ebrl._validation import check_finite, check_fraction, check_int, check_positive_float
-from ebrl.energies import StateActionEnergy
+from ebrl.energies import Energy
 from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy
 from ebrl.policy import BoltzmannPolicy
 
@@ -58,8 +58,11 @@ class AnomalyScorer:
 
     def _policy(self) -> BoltzmannPolicy:
         energy = self.view.model
-        if not isinstance(energy, StateActionEnergy):
-            raise TypeError(f"state scores need a StateActionEnergy, got {type(energy).__name__}")
+        if not isinstance(energy, Energy) or energy.context_dim < 1:
+            raise TypeError(
+                "state scores need a state-action energy (a StateActionEnergy or another conditional "
+                f"Energy), got {type(energy).__name__}"
+            )
         if self.temperature is None:
             raise ValueError(
                 "temperature (alpha) is required for state scores: pass AnomalyScorer(..., temperature=)"

@@ -532,13 +532,13 @@ def main(argv: list[str] | None = None) -> int:
 
     failed: Exception | None = None
     if not args.report_only:
-        # the algorithms of a seed next to each other: with --max-concurrent 2 they share the load
+        # seed-major (every task gets seed 0 first), the algorithms of a seed next to each other
         jobs = [
             {"task": t, "env_id": TASKS[t], "algo": algo, "seed": seed, "steps": args.steps,
              "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "device": args.device,
              "learn_from": args.learn_from, "kwargs": settings[algo]["kwargs"],
              "settings_hash": settings[algo]["hash"], "jsonl": str(jsonl), "command": command}
-            for t in args.tasks for seed in args.seeds for algo in args.algos
+            for seed in args.seeds for t in args.tasks for algo in args.algos
         ]
         done = set() if args.fresh else {run_key(r) for r in load_runs(jsonl)}
         todo = [j for j in jobs if run_key(j) not in done]

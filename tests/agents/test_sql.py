@@ -14,6 +14,7 @@ from agents import SQL
 from agents.sql import SQLPolicy
 from agents.sql.soft_value import mixture_soft_value, soft_value, uniform_particles, uniform_soft_value
 from ebrl import BoltzmannPolicy, StateActionEnergy
+from ebrl.energies import PessimisticEnergy
 
 # Tiny settings: every test runs in about a second on one CPU thread.
 TINY = {"net_arch": (32, 32), "n_steps": 3, "n_chains": 4}
@@ -153,10 +154,17 @@ def test_same_seed_same_actions() -> None:
 
 
 def test_policy_energy_is_core_state_action_energy() -> None:
+    first = tiny_sql("Pendulum-v1", {"policy_energy": "first"}, seed=0).policy
+    assert type(first.energy) is StateActionEnergy and first.energy is first.critics[0]
     model = tiny_sql("Pendulum-v1", seed=0)
     energy = model.policy.energy
-    assert type(energy) is StateActionEnergy
-    assert energy is model.policy.critics[0]
+    # The default: E = -min(Q_1, Q_2), one core energy over the twin critics.
+    assert type(energy) is PessimisticEnergy
+    states, actions = torch.randn(5, 3), torch.rand(5, 4, 1) * 2 - 1
+    twin = torch.stack([c(states, actions) for c in model.policy.critics])
+    torch.testing.assert_close(energy(states, actions), twin.max(0).values)
+    assert "critics.0.trunk.0.weight" in model.policy.state_dict()
+    assert not any(k.startswith("_energy") for k in model.policy.state_dict())
     # Any core consumer takes it: a fresh Boltzmann policy samples from it.
     states = torch.zeros(2, 3)
     assert BoltzmannPolicy(energy, n_chains=2).sample(states, n=2).shape == (2, 2, 1)
@@ -268,6 +276,7 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"policy_kwargs": {"n_candidates": 0}}, ValueError, "n_candidates"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 0.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 2.0}}, ValueError, "defensive"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"policy_energy": "max"}}, ValueError, "policy_energy"),
     ],
 )
 def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
