@@ -338,3 +338,47 @@ class PessimisticEnergy(Energy):
         if context is None:
             raise ValueError("context (the states) is required for a PessimisticEnergy")
         return self.forward(context, x)
+
+    def condition(self, context: Tensor | None = None) -> EnergyFn:
+        """a -> max_i E_i(s, a) for fixed states, for sampling only (no parameter gradients).
+
+        The members' weights are stacked and their state features computed once per call, so
+        each MCMC step is one batched matmul per layer for all members: the acting regime (a few
+        chains per state) is bound by per-op overhead, which this halves for twin critics.
+        """
+        if context is None:
+            raise ValueError("context (the states) is required for a PessimisticEnergy")
+        if not self._stacked or len(self.members) == 1:
+            fns = [m.condition(context) for m in self.members]
+            return lambda x: torch.stack([f(x) for f in fns]).max(0).values
+        check_tensor("states", context, last_dim=self.obs_dim)
+        members, first = self.members, self.members[0]
+        with torch.no_grad():
+            w_s = torch.stack([m.state_in.weight for m in members]).transpose(1, 2)
+            b_s = torch.stack([m.state_in.bias for m in members])[:, None, :]
+            feats = torch.baddbmm(b_s, context.reshape(1, -1, self.obs_dim).expand(len(members), -1, -1), w_s)
+            w_a = torch.stack([m.action_in.weight for m in members]).transpose(1, 2)
+            layers = [
+                (torch.stack([m.trunk[i].weight for m in members]).transpose(1, 2),
+                 torch.stack([m.trunk[i].bias for m in members])[:, None, :])
+                if isinstance(layer, nn.Linear) else layer
+                for i, layer in enumerate(first.trunk)
+            ]
+        lead = context.shape[:-1]
+        n = len(members)
+
+        def energy_fn(actions: Tensor) -> Tensor:
+            if actions.shape[: len(lead)] != lead or actions.shape[-1] != self.act_dim:
+                raise ValueError(
+                    f"actions of shape {tuple(actions.shape)} do not match states of shape "
+                    f"{tuple(context.shape)}: expected {tuple(lead)} + chains + ({self.act_dim},)"
+                )
+            n_chain = actions.shape[len(lead):-1].numel()
+            a = actions.reshape(1, -1, self.act_dim).expand(n, -1, -1)
+            h = torch.bmm(a, w_a).reshape(n, feats.shape[1], n_chain, -1) + feats[:, :, None, :]
+            h = first.act(h.reshape(n, -1, h.shape[-1]))
+            for layer in layers:
+                h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
+            return h.reshape(n, *actions.shape[:-1]).max(0).values
+
+        return energy_fn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -125,13 +126,17 @@ class BoltzmannPolicy:
         states, single = self._states(states)
         init: str | Tensor = "persistent" if self.warm_start else "uniform"
         step_size = None
+        energy: Energy | Callable[[Tensor], Tensor] = self.energy
+        context: Tensor | None = states
         if self.proposal is not None:
-            init, step_size = self._sir(states, n, generator)
+            # Condition once (a state's share of the network, stacked weights) for SIR and MCMC.
+            energy, context = self.energy.condition(states), None
+            init, step_size = self._sir(states, n, generator, energy)
         result = self.sampler.sample(
-            self.energy,
+            energy,
             init,
             shape=(states.shape[0], n, self.act_dim),
-            context=states,
+            context=context,
             temperature=self.temperature,
             generator=generator,
             step_size=step_size,
@@ -146,7 +151,11 @@ class BoltzmannPolicy:
         return result.samples[0] if single else result.samples
 
     def _sir(
-        self, states: Tensor, n: int, generator: torch.Generator | None
+        self,
+        states: Tensor,
+        n: int,
+        generator: torch.Generator | None,
+        energy_fn: Callable[[Tensor], Tensor],
     ) -> tuple[Tensor, Tensor | None]:
         """Chain starts by sampling-importance-resampling: N candidates per state from the defensive
         mixture, n of them kept with probability ∝ exp(-E/alpha)/q_mix (Rubin 1988); and the
@@ -161,7 +170,7 @@ class BoltzmannPolicy:
                 )
                 return init, self._step_size(self.proposal.scale(states))
             draw = defensive_sample(self.proposal, states, self.n_candidates, self.defensive, generator)
-            log_w = -self.energy.condition(states)(draw.actions) / self.temperature - draw.log_q
+            log_w = -energy_fn(draw.actions) / self.temperature - draw.log_q
             idx = torch.multinomial(torch.softmax(log_w, dim=-1), n, replacement=True, generator=generator)
             init = torch.gather(draw.actions, 1, idx[..., None].expand(-1, -1, self.act_dim))
         return init, self._step_size(draw.scale)

@@ -98,3 +98,20 @@ def test_ensemble_energy_matches_the_members_and_their_gradients():
     torch.stack([m(states, actions) for m in members]).sum().backward()
     for g, p in zip(grads, (p for m in members for p in m.parameters()), strict=True):
         torch.testing.assert_close(g, p.grad)
+
+
+def test_pessimistic_energy_is_the_twin_minimum_in_forward_and_condition():
+    from ebrl.energies import PessimisticEnergy
+
+    torch.manual_seed(0)
+    members = [StateActionEnergy(5, 3, (16, 16), "relu") for _ in range(2)]
+    energy = PessimisticEnergy(members)
+    states, actions = torch.randn(4, 5), torch.rand(4, 6, 3) * 2 - 1
+    expected = torch.stack([m(states, actions) for m in members]).max(0).values
+    torch.testing.assert_close(energy(states, actions), expected)
+    torch.testing.assert_close(energy.condition(states)(actions), expected)
+    assert list(energy.parameters()) == []  # the members belong to their owner
+    with pytest.raises(ValueError, match="do not match"):
+        energy.condition(states)(torch.zeros(3, 6, 3))
+    with pytest.raises(TypeError, match="members"):
+        PessimisticEnergy([])
