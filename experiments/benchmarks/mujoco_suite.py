@@ -7,20 +7,23 @@ them, because SQL's defaults are the product being measured:
     SQL("MlpPolicy", env, seed=seed, device=device)                          # nothing else
     SAC("MlpPolicy", env, learning_starts=10_000, seed=seed, device=device)  # zoo MuJoCo settings
 
+The file is not called ``mujoco.py``: run as a script, its folder comes first on ``sys.path``, and
+a ``mujoco.py`` there would shadow the MuJoCo package for every benchmark script in this folder.
+
 Usage (from the repository root):
 
     # the full benchmark: HalfCheetah, Hopper, Walker2d x SQL, SAC x seeds 0 1 2, 50k steps each
-    python experiments/benchmarks/mujoco.py
+    python experiments/benchmarks/mujoco_suite.py
     # the SAC side once (it is committed and stays valid while SQL changes), seed 0, one core
-    python experiments/benchmarks/mujoco.py --algos SAC --seeds 0 --max-concurrent 1
+    python experiments/benchmarks/mujoco_suite.py --algos SAC --seeds 0 --max-concurrent 1
     # later: only SQL runs are (re)done; finished runs with the same key are skipped
-    python experiments/benchmarks/mujoco.py --algos SQL SAC --seeds 0
+    python experiments/benchmarks/mujoco_suite.py --algos SQL SAC --seeds 0
     # Ant-v5 too (not in the default set)
-    python experiments/benchmarks/mujoco.py --tasks halfcheetah hopper walker2d ant
+    python experiments/benchmarks/mujoco_suite.py --tasks halfcheetah hopper walker2d ant
     # rebuild <out-prefix>.{json,md,png} from <out-prefix>_runs.jsonl without training
-    python experiments/benchmarks/mujoco.py --report-only
+    python experiments/benchmarks/mujoco_suite.py --report-only
     # cheap smoke test (SAC's learning_starts and the learning-phase mark lowered; its own files)
-    python experiments/benchmarks/mujoco.py --tasks hopper --algos SAC --seeds 0 --steps 1200 \\
+    python experiments/benchmarks/mujoco_suite.py --tasks hopper --algos SAC --seeds 0 --steps 1200 \\
         --eval-every 600 --eval-episodes 2 --sac-learning-starts 300 --learn-from 300 \\
         --out-prefix /tmp/mj_smoke/mujoco
 
@@ -67,12 +70,6 @@ from typing import Any
 import numpy as np
 
 from experiments.sweep import run_parallel
-
-# This file has the name of the `mujoco` package. Run as a script, its folder comes first on sys.path,
-# so gymnasium's `import mujoco` would import this file instead (and Ray copies the driver's script
-# folder onto its workers' sys.path). Drop the folder; nothing above imports mujoco.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "results"
