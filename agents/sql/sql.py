@@ -301,11 +301,11 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
                 proposal_loss = (alpha * log_q - q_pi).mean()
                 proposal_optimizer.zero_grad()
                 proposal_loss.backward(inputs=list(self.proposal.parameters()))
-                if not self._guard_check_grads(proposal_optimizer):
-                    continue
-                proposal_optimizer.step()
-                stats.setdefault("proposal_loss", []).append(proposal_loss.detach())
-                stats.setdefault("proposal_entropy", []).append(-log_q.detach().mean())
+                # A non-finite proposal gradient skips the proposal's step only (counted).
+                if self._guard_check_grads(proposal_optimizer):
+                    proposal_optimizer.step()
+                    stats.setdefault("proposal_loss", []).append(proposal_loss.detach())
+                    stats.setdefault("proposal_entropy", []).append(-log_q.detach().mean())
 
             if self.alpha_optimizer is not None:
                 # SAC's temperature loss with -log pi replaced by the Boltzmann entropy estimate.
