@@ -212,16 +212,12 @@ NOTES = """Notes:
   the final CartPole point is at 50,176; at exactly 50,000 DiscreteSQL scored 500 / 500 / 492.
 - Steps per second exclude evaluation time. The machine was shared with other jobs, so the wall
   figures vary with load; the CPU-time figures (process time) are the fairer speed comparison.
-- SQL's action search for Pendulum is the derivative-free sampler (3 resampling steps x 32 chains,
-  one chain taken as the behaviour action): on one CPU thread a Langevin step costs about 0.5 ms
-  of Python/autograd overhead, so K = 20 Langevin steps per env step alone (11 ms) exceed SAC's
-  whole update (about 10 ms). SQL trains with batch 128 and M = 8 stratified particles (twin
-  targets over 128 x 8 actions cost about as much as SAC's 256-sample update); SAC keeps its
-  defaults (batch 256). Networks are the same size (2 x 256) for both.
-- Tried before the run (Pendulum, seed 0, 8k steps): batch 128 / M = 8 reached -137 and
-  batch 256 / M = 4 reached -138 (but -455 at 6k), both at ~70 CPU steps/s; the reference loop of
-  ARCHITECTURE.md (Langevin 20 x 16, M = 32) runs at 18-20 steps/s. DiscreteSQL: alpha = 0.01
-  reached 500 by 30k steps on seed 0; alpha = 0.05 was not finished in the time available.
+- SQL on Pendulum runs its frozen defaults (nothing passed: a learned proposal starts the
+  chains by SIR, 3 MALA steps on -min(Q1, Q2), M = 4 importance particles, alpha = "auto"); how
+  they were chosen: experiments/results/sql_tuning.md. Where the time goes:
+  experiments/results/sql_profile.md. Networks are the same size (2 x 256) for both.
+- DiscreteSQL (CartPole): alpha = 0.01 reached 500 by 30k steps on seed 0; alpha = 0.05 was not
+  finished in the time available.
 """
 
 
