@@ -40,9 +40,9 @@ class BoltzmannPolicy:
             chains by sampling-importance-resampling (SIR) from ``n_candidates`` draws of the
             defensive mixture eps U + (1 - eps) q_phi, sets MALA's per-state step size from its
             scale, places the starts of :meth:`mode` at fixed quantiles of q_phi (its mode
-            first), and is the importance proposal of :meth:`log_partition`. The chains then run on E itself: the policy stays
-            exp(-E/alpha), whatever q_phi is (SIR is consistent as ``n_candidates`` grows, and
-            every MCMC step leaves the Boltzmann density invariant).
+            first), and is the importance proposal of :meth:`log_partition`. The chains then run
+            on E itself: the policy stays exp(-E/alpha), whatever q_phi is (SIR is consistent as
+            ``n_candidates`` grows, and every MCMC step leaves the Boltzmann density invariant).
             With a proposal and a sampler that takes a per-state step (MALA), the first step is
             eps = c mean(scale_phi^2) d^(-1/3) from q_phi's spread, and the factor c adapts
             *between* calls toward the sampler's ``target_accept`` (log c += 0.05 (acceptance -
