@@ -1,5 +1,5 @@
 """The SQL policy: twin state-action energies (critics), their targets, a learned proposal, and a
-Boltzmann policy that acts by MCMC action search on the first critic (docs/architecture.md)."""
+Boltzmann policy that acts by MCMC action search on -min(Q_1, Q_2) (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -91,8 +91,9 @@ class SQLPolicy(BasePolicy):
         net_arch: hidden widths of every critic.
         activation: activation of the critics and the proposal (one of
             ``ebrl.energies.ACTIVATIONS``). ReLU, as in SAC: with the chains started by the proposal,
-            a few MALA steps need no smoother gradients, and SiLU critics learned far slower on
-            MuJoCo-like tasks (see experiments/results/mujoco.md).
+            a few MALA steps need no smoother gradients; SiLU took 8.2 ms per env step on CPU in the
+            "before" profile (experiments/results/sql_profile.md), and the previous SiLU critics
+            stalled on a MuJoCo task where ReLU ones learned (issue 11's measurements).
         n_critics: number of critics (2: the twin-Q minimum of Fujimoto et al. 2018).
         policy_energy: the energy the Boltzmann policy samples and the proposal is fitted to:
             ``"min"`` (E = -min_i Q_i, :class:`ebrl.energies.PessimisticEnergy`: the function
