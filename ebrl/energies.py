@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -252,47 +253,75 @@ def stackable(energies: Sequence[Energy]) -> bool:
     )
 
 
+class _Stacked(NamedTuple):
+    """The weights of same-shaped state-action energies, stacked along a leading member dim."""
+
+    w_s: Tensor
+    b_s: Tensor
+    w_a: Tensor
+    trunk: list[tuple[Tensor, Tensor] | nn.Module]  # (weight, bias) per Linear, else the layer
+
+
+def _stack(energies: Sequence[StateActionEnergy]) -> _Stacked:
+    def pair(linears: list[nn.Linear]) -> tuple[Tensor, Tensor]:
+        return torch.stack([m.weight for m in linears]).transpose(1, 2), torch.stack(
+            [m.bias for m in linears]
+        )[:, None, :]
+
+    w_s, b_s = pair([e.state_in for e in energies])
+    w_a = torch.stack([e.action_in.weight for e in energies]).transpose(1, 2)
+    trunk = [
+        pair([e.trunk[i] for e in energies]) if isinstance(layer, nn.Linear) else layer
+        for i, layer in enumerate(energies[0].trunk)
+    ]
+    return _Stacked(w_s, b_s, w_a, trunk)
+
+
+def _stacked_features(w: _Stacked, states: Tensor) -> Tensor:
+    """W_s s + b of every member, ``(n, S, h)``: each state's share once."""
+    n = w.w_s.shape[0]
+    return torch.baddbmm(w.b_s, states.reshape(1, -1, w.w_s.shape[1]).expand(n, -1, -1), w.w_s)
+
+
+def _stacked_energy(w: _Stacked, act: nn.Module, feats: Tensor, actions: Tensor, n_chain: int) -> Tensor:
+    """E_i of every member from its state features ``(n, S, h)`` and actions with ``n_chain``
+    actions per state: ``(n, S * n_chain)``, one batched matmul per layer for all members."""
+    n, n_states = feats.shape[:2]
+    a = actions.reshape(1, -1, w.w_a.shape[1]).expand(n, -1, -1)
+    h = torch.bmm(a, w.w_a).reshape(n, n_states, n_chain, -1) + feats[:, :, None, :]
+    h = act(h.reshape(n, n_states * n_chain, -1))
+    for layer in w.trunk:
+        h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
+    return h.reshape(n, -1)
+
+
 def ensemble_energy(
     energies: Sequence[StateActionEnergy], states: Tensor, actions: Tensor, *, stacked: bool | None = None
 ) -> Tensor:
     """E_i(s, a) of several state-action energies of one architecture in one batched pass.
 
     Returns ``(n_energies, *actions.shape[:-1])``. The weights of the members are stacked and
-    every layer runs as one batched matmul (``baddbmm``) instead of one matmul per member:
-    on one CPU thread this is 10-25 % faster for twin critics at 256-1024 rows, and on a GPU it
-    halves the kernel launches. Gradients flow to every member's own parameters (the stack is
-    part of the graph). Members that are not :func:`stackable` fall back to a loop; ``stacked``
-    passes that answer when the caller already knows it.
+    every layer runs as one batched matmul (``baddbmm``) instead of one matmul per member: half
+    the kernel launches on a GPU (on one CPU thread a loop measured ~10 % faster for twin 2 x 256
+    critics at 256-1024 rows, fwd + bwd). Gradients flow to every member's own parameters (the
+    stack is part of the graph). Members that are not :func:`stackable` fall back to a loop;
+    ``stacked`` passes that answer when the caller already knows it.
     """
     first = energies[0]
     if not (stackable(energies) if stacked is None else stacked) or len(energies) == 1:
         return torch.stack([e(states, actions) for e in energies])
     check_tensor("actions", actions, last_dim=first.act_dim)
     check_tensor("states", states, last_dim=first.obs_dim)
-    n = len(energies)
     lead_s, lead_a = states.shape[:-1], actions.shape[:-1]
     if len(lead_s) > len(lead_a) or lead_a[: len(lead_s)] != lead_s:
         raise ValueError(
             f"states of shape {tuple(states.shape)} do not match actions of shape {tuple(actions.shape)}"
         )
-    s2 = states.reshape(1, -1, first.obs_dim).expand(n, -1, -1)
-    w_s = torch.stack([e.state_in.weight for e in energies]).transpose(1, 2)
-    b_s = torch.stack([e.state_in.bias for e in energies])[:, None, :]
-    feats = torch.baddbmm(b_s, s2, w_s)  # (n, S, h): each state's share once, broadcast over chains
-    a2 = actions.reshape(1, -1, first.act_dim).expand(n, -1, -1)
-    w_a = torch.stack([e.action_in.weight for e in energies]).transpose(1, 2)
-    extra = actions.dim() - states.dim()
-    n_chain = int(torch.Size(lead_a[len(lead_s):]).numel()) if extra else 1
-    h = torch.bmm(a2, w_a).reshape(n, feats.shape[1], n_chain, -1) + feats[:, :, None, :]
-    h = first.act(h.reshape(n, -1, h.shape[-1]))
-    for i, layer in enumerate(first.trunk):
-        if isinstance(layer, nn.Linear):
-            w = torch.stack([e.trunk[i].weight for e in energies]).transpose(1, 2)
-            b = torch.stack([e.trunk[i].bias for e in energies])[:, None, :]
-            h = torch.baddbmm(b, h, w)
-        else:
-            h = layer(h)
-    return h.reshape(n, *lead_a)
+    w = _stack(energies)
+    n_chain = lead_a[len(lead_s):].numel()
+    return _stacked_energy(w, first.act, _stacked_features(w, states), actions, n_chain).reshape(
+        len(energies), *lead_a
+    )
 
 
 class PessimisticEnergy(Energy):
@@ -352,20 +381,10 @@ class PessimisticEnergy(Energy):
             fns = [m.condition(context) for m in self.members]
             return lambda x: torch.stack([f(x) for f in fns]).max(0).values
         check_tensor("states", context, last_dim=self.obs_dim)
-        members, first = self.members, self.members[0]
         with torch.no_grad():
-            w_s = torch.stack([m.state_in.weight for m in members]).transpose(1, 2)
-            b_s = torch.stack([m.state_in.bias for m in members])[:, None, :]
-            feats = torch.baddbmm(b_s, context.reshape(1, -1, self.obs_dim).expand(len(members), -1, -1), w_s)
-            w_a = torch.stack([m.action_in.weight for m in members]).transpose(1, 2)
-            layers = [
-                (torch.stack([m.trunk[i].weight for m in members]).transpose(1, 2),
-                 torch.stack([m.trunk[i].bias for m in members])[:, None, :])
-                if isinstance(layer, nn.Linear) else layer
-                for i, layer in enumerate(first.trunk)
-            ]
-        lead = context.shape[:-1]
-        n = len(members)
+            w = _stack(self.members)
+            feats = _stacked_features(w, context)
+        lead, act = context.shape[:-1], self.members[0].act
 
         def energy_fn(actions: Tensor) -> Tensor:
             if actions.shape[: len(lead)] != lead or actions.shape[-1] != self.act_dim:
@@ -373,12 +392,8 @@ class PessimisticEnergy(Energy):
                     f"actions of shape {tuple(actions.shape)} do not match states of shape "
                     f"{tuple(context.shape)}: expected {tuple(lead)} + chains + ({self.act_dim},)"
                 )
-            n_chain = actions.shape[len(lead):-1].numel()
-            a = actions.reshape(1, -1, self.act_dim).expand(n, -1, -1)
-            h = torch.bmm(a, w_a).reshape(n, feats.shape[1], n_chain, -1) + feats[:, :, None, :]
-            h = first.act(h.reshape(n, -1, h.shape[-1]))
-            for layer in layers:
-                h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
-            return h.reshape(n, *actions.shape[:-1]).max(0).values
+            n_chain = actions.shape[len(lead) : -1].numel()
+            e = _stacked_energy(w, act, feats, actions, n_chain)
+            return e.max(0).values.reshape(actions.shape[:-1])
 
         return energy_fn
