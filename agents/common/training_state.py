@@ -39,6 +39,7 @@ from agents.common.checkpoint import (
     to_plain,
 )
 from ebrl.errors import NonFiniteError
+from ebrl.samplers import Sampler
 
 COUNTERS = (
     "num_timesteps",
@@ -106,9 +107,9 @@ def _space_rng(space: Any) -> Any:
 
 
 def _sampler(model: BaseAlgorithm) -> Any:
-    """The policy's MCMC sampler when it keeps persistent (warm-started) chains, else None."""
+    """The policy's MCMC sampler (whose public ``chains`` are the persistent chains), else None."""
     sampler = getattr(getattr(model.policy, "boltzmann", None), "sampler", None)
-    return sampler if sampler is not None and hasattr(sampler, "_chains") else None
+    return sampler if isinstance(sampler, Sampler) else None
 
 
 def check_finite_params(params: dict[str, Any], where: str) -> None:
@@ -140,7 +141,7 @@ def capture(
     tensors = {
         "params": model.get_parameters(),
         "variables": {name: _getattr(model, name).detach().clone() for name in variables},
-        "chains": None if sampler is None or sampler._chains is None else sampler._chains.detach().clone(),
+        "chains": None if sampler is None or sampler.chains is None else sampler.chains.detach().clone(),
         "torch_rng": torch.get_rng_state(),
     }
     check_finite_params({"params": tensors["params"], "variables": tensors["variables"]}, "checkpoint")
@@ -204,7 +205,7 @@ def restore(
     sampler = _sampler(model)
     if sampler is not None:
         chains = tensors.get("chains")
-        sampler._chains = None if chains is None else chains.to(model.device)
+        sampler.chains = None if chains is None else chains.to(model.device)
     for key, value in state["counters"].items():
         setattr(model, key, value)
     window = model._stats_window_size

@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,6 +23,8 @@ from ebrl.errors import NonFiniteError
 
 EnergyFn = Callable[[Tensor], Tensor]
 Init = Literal["uniform", "persistent"] | Tensor
+# A step's random numbers and per-step constants, by name (see Sampler.draw).
+Draws = dict[str, Tensor]
 
 # Deterministic mode starts every search from the same points, whatever the caller's RNG state.
 _FIXED_INIT_SEED = 0
@@ -38,7 +40,9 @@ class SampleResult:
         energy_drop: mean over chains of E(initial) - E(final) (a scalar tensor).
         grad_norm: mean Euclidean norm of the input gradient of E over steps and chains, or None
             for derivative-free samplers.
-        acceptance: mean Metropolis-Hastings acceptance rate, or None where no MH step is taken.
+        acceptance: mean Metropolis-Hastings acceptance rate after warm-up, or None where no MH
+            step is taken (deterministic searches included).
+        step_size: the final per-state step size, ``(batch,)``, for samplers that keep one (MALA).
     """
 
     samples: Tensor
@@ -46,6 +50,7 @@ class SampleResult:
     energy_drop: Tensor
     grad_norm: Tensor | None = None
     acceptance: Tensor | None = None
+    step_size: Tensor | None = None
 
     def best(self) -> Tensor:
         """The lowest-energy chain of each batch element, ``(batch, dim)``."""
@@ -62,10 +67,45 @@ class SampleResult:
         return out
 
 
+class ChainState(NamedTuple):
+    """Everything a kernel step needs to know about the chains, passed in and returned explicitly
+    (BlackJAX's ``init``/``step`` convention): a step is a function of its inputs alone, which is
+    what lets :func:`torch.compile` capture it (docs/architecture.md, "Samplers").
+
+    Attributes:
+        position: x, ``(batch, chains, dim)``.
+        energy: E(x), ``(batch, chains)``.
+        grad: dE/dx at x, ``(batch, chains, dim)``, or None (derivative-free kernels; and
+            Langevin after its last move, whose gradient nothing uses).
+        log_step_size: log eps, ``(batch, 1, 1)`` (one per state) or ``(batch, chains, 1)`` (one per
+            chain, deterministic MALA search), or None for kernels without an adaptive step.
+    """
+
+    position: Tensor
+    energy: Tensor
+    grad: Tensor | None = None
+    log_step_size: Tensor | None = None
+
+
+class StepInfo(NamedTuple):
+    """What one kernel step reports besides the new state.
+
+    Attributes:
+        accepted: ``(batch, chains)`` 0/1 (as the state's dtype) for MH kernels, else None.
+        grad_norm: sum over chains of |dE/dx| at the new state (a 0-d tensor), or None.
+        watch: named scalar sums (NaN and inf propagate through a sum) that the shared loop checks
+            for non-finite values once, when the run ends.
+    """
+
+    accepted: Tensor | None
+    grad_norm: Tensor | None
+    watch: dict[str, Tensor]
+
+
 class NonFiniteTracker:
     """Finds the first step at which a watched quantity was NaN or infinite, with one host sync.
 
-    Samplers hand it a scalar reduction per quantity and step (a sum: NaN and inf propagate
+    The loop hands it a scalar reduction per quantity and step (a sum: NaN and inf propagate
     through it); checking each step with ``.item()`` would synchronise a GPU every step, so the
     scalars are stacked and inspected once, when the loop ends.
     """
@@ -91,16 +131,33 @@ class NonFiniteTracker:
             )
 
 
+def check_energy_shape(e: Tensor, x: Tensor) -> None:
+    if e.shape != x.shape[:-1]:
+        raise ValueError(
+            f"the energy must map x of shape {tuple(x.shape)} to shape {tuple(x.shape[:-1])}, "
+            f"got {tuple(e.shape)}"
+        )
+
+
 def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
-    """E(x) and dE/dx without touching any parameter's ``.grad`` (autograd.grad, inputs=x only)."""
+    """E(x) and dE/dx without touching any parameter's ``.grad``.
+
+    Eager: ``torch.autograd.grad`` with x the only input (the fastest eager form). Inside
+    :func:`torch.compile` (the compiled path): ``torch.func.grad``, which the compiler traces
+    into one graph with the step around it, where ``autograd.grad`` would break the graph.
+    """
+    if torch.compiler.is_compiling():
+
+        def with_aux(a: Tensor) -> tuple[Tensor, Tensor]:
+            e = energy_fn(a)
+            return e.sum(), e
+
+        g, e = torch.func.grad(with_aux, has_aux=True)(x)
+        return e, g
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         e = energy_fn(x)
-        if e.shape != x.shape[:-1]:
-            raise ValueError(
-                f"the energy must map x of shape {tuple(x.shape)} to shape {tuple(x.shape[:-1])}, "
-                f"got {tuple(e.shape)}"
-            )
+        check_energy_shape(e, x)
         (g,) = torch.autograd.grad(e.sum(), x)
     return e.detach(), g
 
@@ -116,33 +173,102 @@ def reflect(x: Tensor, low: float, high: float) -> Tensor:
     return r.sub_(width).abs_().neg_().add_(low + width)
 
 
+# A kernel step: (energy_fn, state, draws, temperature, last) -> (state, info). ``draws`` holds the
+# step's random numbers and per-step constants as tensors (drawn outside, so the same generator
+# gives the same samples eagerly and compiled); ``last`` is True on the final step.
+Kernel = Callable[[EnergyFn, ChainState, Draws, Tensor, bool], tuple[ChainState, StepInfo]]
+
+
 class Sampler(ABC):
     """Base class: MCMC (or search) over ``(batch, chains, dim)`` inside the box ``bounds``.
 
-    Subclasses implement one method, :meth:`run_chains`. :meth:`sample` resolves the
-    initialisation (uniform on the box, given tensors, or the chains left by the previous call),
-    checks the arguments, and keeps the final chains for the next ``init="persistent"`` call.
+    A sampler is a set of small kernels with explicit state (BlackJAX's ``init``/``step``):
+    :meth:`init` builds the :class:`ChainState` at the starting points, :meth:`step` makes one
+    move of the exact (or approximate) chain and :meth:`search_step` one move of the noise-free
+    search that ``deterministic=True`` runs; :meth:`draw` makes a step's random numbers. One
+    shared loop, :meth:`run_chains`, owns everything else: the non-finite check, diagnostics,
+    warm-up adaptation (:meth:`adapt`) and the compiled path. :meth:`sample` resolves the
+    initialisation (uniform on the box, given tensors, or the chains left by the previous call in
+    :attr:`chains`) and checks the arguments.
 
     Args:
         n_steps: number of MCMC steps K (energy/gradient evaluations per chain).
         bounds: the box [low, high] on every coordinate (actions: the normalised [-1, 1]).
+        compile: run each kernel step through :func:`torch.compile` (one fused graph per step,
+            gradient included; the first call compiles for a few seconds per shape). It pays where
+            a step is many small ops: few states and chains on CPU (see
+            experiments/results/sampler_throughput.md). The eager path is the default.
     """
 
     # Whether run_chains takes a per-state ``step_size`` tensor (see :meth:`sample`).
     supports_step_size: bool = False
 
-    def __init__(self, n_steps: int, bounds: Sequence[float] = (-1.0, 1.0)) -> None:
+    def __init__(self, n_steps: int, bounds: Sequence[float] = (-1.0, 1.0), compile: bool = False) -> None:
         self.n_steps = check_int("n_steps", n_steps, minimum=1)
         if not (isinstance(bounds, Sequence) and len(bounds) == 2):
             raise TypeError(f"bounds must be a pair (low, high), got {bounds!r}")
         low, high = (float(b) for b in bounds)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"bounds must be finite with low < high, got {tuple(bounds)!r}")
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
         self.low, self.high = low, high
-        self._chains: Tensor | None = None
+        self.compile = compile
+        #: The chains left by the last finished stochastic call (what ``init="persistent"`` resumes),
+        #: ``(batch, chains, dim)``, or None.
+        self.chains: Tensor | None = None
         self._reset_mask: Tensor | None = None
+        self._compiled: dict[str, Kernel] = {}
+
+    # ------------------------------------------------------------------ kernels
 
     @abstractmethod
+    def init(
+        self, energy_fn: EnergyFn, x0: Tensor, step_size: Tensor | None, deterministic: bool
+    ) -> ChainState:
+        """The state at the starting points ``x0`` (evaluates E, and dE/dx where the kernel needs it)."""
+
+    @abstractmethod
+    def step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        """One move of the chain targeting exp(-E/temperature) on the box."""
+
+    def search_step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        """One move of the noise-free search (``deterministic=True``); by default the chain's own
+        step with the draws :meth:`draw` gives in deterministic mode."""
+        return self.step(energy_fn, state, draws, temperature, last)
+
+    @abstractmethod
+    def draw(
+        self, state: ChainState, k: int, generator: torch.Generator | None, deterministic: bool
+    ) -> Draws:
+        """Step k's random numbers and per-step constants, as tensors."""
+
+    def adapt(self, state: ChainState, info: StepInfo, k: int) -> ChainState | None:
+        """Warm-up adaptation after step k; returns the adapted state, or None once warm-up is over
+        (the step then counts toward the reported acceptance)."""
+        return None
+
+    def finish(
+        self, energy_fn: EnergyFn, state: ChainState, temperature: Tensor, generator: torch.Generator | None,
+        deterministic: bool,
+    ) -> ChainState:
+        """Anything done once after the last step (e.g. a final resampling)."""
+        return state
+
+    # ------------------------------------------------------------------ the shared loop
+
+    def _kernel(self, name: str) -> Kernel:
+        kernel: Kernel = getattr(self, name)
+        if not self.compile:
+            return kernel
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(kernel, dynamic=False, fullgraph=True)
+        return self._compiled[name]
+
     def run_chains(
         self,
         energy_fn: EnergyFn,
@@ -150,10 +276,57 @@ class Sampler(ABC):
         temperature: float,
         generator: torch.Generator | None,
         deterministic: bool,
+        step_size: Tensor | None = None,
     ) -> SampleResult:
         """Run the chains from ``x0`` (``(batch, chains, dim)``, inside the box, owned by the
-        sampler) and return the final states with their diagnostics. With ``deterministic``
-        the run is noise-free (or, for a search that needs randomness, seeded internally)."""
+        sampler) and return the final states with their diagnostics."""
+        # The temperature is a tensor so that a compiled step does not specialise on its value
+        # (SQL's alpha changes every gradient step).
+        temp = torch.tensor(temperature, device=x0.device, dtype=x0.dtype)
+        state = self.init(energy_fn, x0, step_size, deterministic)
+        e0 = state.energy
+        tracker = NonFiniteTracker()
+        watch0 = {"energy": state.energy.sum()}
+        if state.grad is not None:
+            watch0["gradient"] = state.grad.sum()
+        tracker.update(0, **watch0)
+        kernel = self._kernel("search_step" if deterministic else "step")
+        grad_norms = [] if state.grad is None else [state.grad.norm(dim=-1).sum()]
+        accepted: list[Tensor] = []
+        with torch.no_grad():
+            for k in range(self.n_steps):
+                draws = self.draw(state, k, generator, deterministic)
+                state, info = kernel(energy_fn, state, draws, temp, k == self.n_steps - 1)
+                tracker.update(k + 1, **info.watch)
+                if info.grad_norm is not None:
+                    grad_norms.append(info.grad_norm)
+                if info.accepted is not None and not deterministic:
+                    adapted = self.adapt(state, info, k)
+                    if adapted is None:
+                        accepted.append(info.accepted.mean())
+                    else:
+                        state = adapted
+            state = self.finish(energy_fn, state, temp, generator, deterministic)
+        tracker.check(type(self).__name__, self.n_steps)
+        step = state.log_step_size
+        n_chain_grads = len(grad_norms) * x0.shape[0] * x0.shape[1]
+        return SampleResult(
+            samples=state.position,
+            energy=state.energy,
+            energy_drop=(e0 - state.energy).mean(),
+            grad_norm=torch.stack(grad_norms).sum() / n_chain_grads if grad_norms else None,
+            acceptance=None if deterministic or not self._is_mh else self._mean_or_zero(accepted, x0),
+            step_size=None if step is None else step.exp().reshape(x0.shape[0], -1).mean(1),
+        )
+
+    # Whether the kernel is a Metropolis-Hastings chain (reports an acceptance rate).
+    _is_mh: bool = False
+
+    @staticmethod
+    def _mean_or_zero(values: list[Tensor], like: Tensor) -> Tensor:
+        return torch.stack(values).mean() if values else torch.zeros((), dtype=like.dtype, device=like.device)
+
+    # ------------------------------------------------------------------ public entry point
 
     def uniform(
         self,
@@ -193,7 +366,7 @@ class Sampler(ABC):
             context: the conditioning input c of a conditional energy (e.g. the states).
             temperature: T (the Boltzmann temperature alpha of soft Q-learning), > 0.
             generator: the random generator for initialisation and noise (same seed, same result).
-            deterministic: noise-free search from a fixed initialisation (ARCHITECTURE.md).
+            deterministic: noise-free search (:meth:`search_step`) from a fixed initialisation.
             device, dtype: where uniform chains live when ``energy`` is a plain function;
                 an ``Energy``'s own parameters decide otherwise.
             step_size: optional per-state first step size, ``(batch,)``, > 0 (only for samplers
@@ -215,7 +388,6 @@ class Sampler(ABC):
                 "(torch.no_grad() is fine)"
             )
         x0 = self._initial_chains(init, shape, device, dtype, generator, deterministic)
-        extra = {}
         if step_size is not None:
             if not self.supports_step_size:
                 raise ValueError(f"step_size: {type(self).__name__} takes no per-state step size")
@@ -223,27 +395,27 @@ class Sampler(ABC):
                 raise ValueError(
                     f"step_size must be a tensor of shape ({x0.shape[0]},), got {step_size!r:.80}"
                 )
-            extra["step_size"] = step_size.detach()
+            step_size = step_size.detach()
         if deterministic:
             generator = torch.Generator(device=x0.device).manual_seed(_FIXED_INIT_SEED)
-        result = self.run_chains(energy_fn, x0, temperature, generator, deterministic, **extra)
+        result = self.run_chains(energy_fn, x0, temperature, generator, deterministic, step_size)
         if not deterministic:
             # Only a finished run replaces the persistent chains (a failed one leaves them as they were).
-            self._chains = result.samples.detach()
+            self.chains = result.samples.detach()
             self._reset_mask = None
         return result
 
     def reset_chains(self, mask: Tensor | None = None) -> None:
         """Forget the persistent chains (all of them, or the batch rows where ``mask`` is True),
         e.g. when an episode ends and its state no longer follows from the previous one."""
-        if mask is None or self._chains is None:
-            self._chains = None
+        if mask is None or self.chains is None:
+            self.chains = None
             self._reset_mask = None
             return
-        mask = torch.as_tensor(mask, dtype=torch.bool, device=self._chains.device).reshape(-1)
-        if mask.shape[0] != self._chains.shape[0]:
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=self.chains.device).reshape(-1)
+        if mask.shape[0] != self.chains.shape[0]:
             raise ValueError(
-                f"mask must have one entry per persistent batch row ({self._chains.shape[0]}), "
+                f"mask must have one entry per persistent batch row ({self.chains.shape[0]}), "
                 f"got {mask.shape[0]}"
             )
         self._reset_mask = mask if self._reset_mask is None else self._reset_mask | mask
@@ -283,7 +455,7 @@ class Sampler(ABC):
             start = self.uniform((1, *shape[1:]), dtype=dtype, generator=fixed).to(device)
             return start.expand(shape).clone()
         x0 = self.uniform(shape, device, dtype, generator)
-        chains = self._chains
+        chains = self.chains
         if init == "persistent" and chains is not None and tuple(chains.shape) == shape:
             keep = chains.to(device=x0.device, dtype=x0.dtype)
             if self._reset_mask is not None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ebrl._validation import check_fraction, check_positive_float
-from ebrl.samplers.base import EnergyFn, NonFiniteTracker, Sampler, SampleResult
+from ebrl.samplers.base import ChainState, Draws, EnergyFn, Sampler, StepInfo, check_energy_shape
 
 
 class DerivativeFree(Sampler):
@@ -35,6 +35,7 @@ class DerivativeFree(Sampler):
         noise_scale: initial perturbation std sigma_0, in box units (Implicit BC: 0.33).
         noise_shrink: factor applied to sigma after each iteration, in (0, 1] (Implicit BC: 0.5).
         bounds: the box [low, high].
+        compile: run each step through :func:`torch.compile` (see :class:`Sampler`).
     """
 
     def __init__(
@@ -43,19 +44,23 @@ class DerivativeFree(Sampler):
         noise_scale: float = 0.33,
         noise_shrink: float = 0.5,
         bounds: Sequence[float] = (-1.0, 1.0),
+        compile: bool = False,
     ) -> None:
-        super().__init__(n_steps, bounds)
+        super().__init__(n_steps, bounds, compile)
         self.noise_scale = check_positive_float("noise_scale", noise_scale)
         self.noise_shrink = check_fraction("noise_shrink", noise_shrink, allow_none=False)
 
     @staticmethod
-    def _resample_index(e: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-        """Indices (batch, chains) of chains drawn with probability softmax(-E/T) per batch row."""
+    def _resample_index(e: Tensor, temperature: Tensor, uniform: Tensor) -> Tensor:
+        """Indices (batch, chains) of chains drawn with probability softmax(-E/T) per batch row,
+        by inverting each row's cumulative weights at the given uniforms (multinomial resampling
+        with its random numbers drawn outside, as every kernel's are)."""
         # Non-finite energies get (almost) no weight instead of poisoning the whole row; the
-        # tracker reports them when the loop ends.
+        # non-finite check reports them when the loop ends.
         log_w = torch.nan_to_num(-e / temperature, nan=-1e30, posinf=1e30, neginf=-1e30)
-        probs = torch.softmax(log_w, dim=1)
-        return torch.multinomial(probs, e.shape[1], replacement=True, generator=generator)
+        cdf = torch.softmax(log_w, dim=1).cumsum(dim=1)
+        idx = torch.searchsorted(cdf, uniform * cdf[:, -1:])
+        return idx.clamp_(max=e.shape[1] - 1)
 
     @staticmethod
     def _elite_index(e: Tensor) -> Tensor:
@@ -69,40 +74,54 @@ class DerivativeFree(Sampler):
     def _gather(x: Tensor, idx: Tensor) -> Tensor:
         return torch.gather(x, 1, idx[..., None].expand(*idx.shape, x.shape[-1]))
 
-    def run_chains(
-        self,
-        energy_fn: EnergyFn,
-        x0: Tensor,
-        temperature: float,
-        generator: torch.Generator | None,
-        deterministic: bool,
-    ) -> SampleResult:
-        tracker = NonFiniteTracker()
-        sigma = self.noise_scale
-        x = x0
+    def init(
+        self, energy_fn: EnergyFn, x0: Tensor, step_size: Tensor | None, deterministic: bool
+    ) -> ChainState:
         with torch.no_grad():
-            e = e0 = energy_fn(x)
-            if e.shape != x.shape[:-1]:
-                raise ValueError(
-                    f"the energy must map x of shape {tuple(x.shape)} to shape {tuple(x.shape[:-1])}, "
-                    f"got {tuple(e.shape)}"
-                )
-            for k in range(self.n_steps):
-                tracker.update(k, energy=e.sum())
-                idx = (
-                    self._elite_index(e) if deterministic else self._resample_index(e, temperature, generator)
-                )
-                # Deterministic mode shares one noise draw across rows, so that a state's answer
-                # does not depend on its row in the batch.
-                noise_shape = (1, *x.shape[1:]) if deterministic else x.shape
-                noise = torch.randn(noise_shape, device=x.device, dtype=x.dtype, generator=generator)
-                x = (self._gather(x, idx) + sigma * noise).clamp(self.low, self.high)
-                sigma *= self.noise_shrink
-                e = energy_fn(x)
-            tracker.update(self.n_steps, energy=e.sum())
-            tracker.check(type(self).__name__, self.n_steps)
-            if not deterministic:
-                # Final resampling without noise, so that sampled chains favour low energy.
-                idx = self._resample_index(e, temperature, generator)
-                x, e = self._gather(x, idx), torch.gather(e, 1, idx)
-        return SampleResult(samples=x, energy=e, energy_drop=(e0 - e).mean())
+            e = energy_fn(x0)
+        check_energy_shape(e, x0)
+        return ChainState(x0, e)
+
+    def draw(
+        self, state: ChainState, k: int, generator: torch.Generator | None, deterministic: bool
+    ) -> Draws:
+        x = state.position
+        # Deterministic mode shares one noise draw across rows, so that a state's answer does not
+        # depend on its row in the batch.
+        noise_shape = (1, *x.shape[1:]) if deterministic else x.shape
+        sigma = self.noise_scale * self.noise_shrink**k
+        out = {"noise": sigma * torch.randn(noise_shape, device=x.device, dtype=x.dtype, generator=generator)}
+        if not deterministic:
+            out["uniform"] = torch.rand(x.shape[:-1], device=x.device, dtype=x.dtype, generator=generator)
+        return out
+
+    def _perturb(
+        self, energy_fn: EnergyFn, state: ChainState, idx: Tensor, noise: Tensor
+    ) -> tuple[ChainState, StepInfo]:
+        x = (self._gather(state.position, idx) + noise).clamp(self.low, self.high)
+        e = energy_fn(x)
+        return ChainState(x, e), StepInfo(None, None, {"energy": e.sum()})
+
+    def step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        idx = self._resample_index(state.energy, temperature, draws["uniform"])
+        return self._perturb(energy_fn, state, idx, draws["noise"])
+
+    def search_step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        # The T -> 0 limit of the search: keep the elite instead of drawing by weight.
+        return self._perturb(energy_fn, state, self._elite_index(state.energy), draws["noise"])
+
+    def finish(
+        self, energy_fn: EnergyFn, state: ChainState, temperature: Tensor, generator: torch.Generator | None,
+        deterministic: bool,
+    ) -> ChainState:
+        if deterministic:
+            return state
+        # Final resampling without noise, so that sampled chains favour low energy.
+        e = state.energy
+        uniform = torch.rand(e.shape, device=e.device, dtype=e.dtype, generator=generator)
+        idx = self._resample_index(e, temperature, uniform)
+        return ChainState(self._gather(state.position, idx), torch.gather(e, 1, idx))

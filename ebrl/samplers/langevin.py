@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -10,10 +9,11 @@ from torch import Tensor
 
 from ebrl._validation import check_choice, check_fraction, check_positive_float
 from ebrl.samplers.base import (
+    ChainState,
+    Draws,
     EnergyFn,
-    NonFiniteTracker,
     Sampler,
-    SampleResult,
+    StepInfo,
     energy_and_grad,
     reflect,
     step_schedule,
@@ -42,6 +42,7 @@ class Langevin(Sampler):
             optimiser wants). Deterministic searches always clip, so an optimum on a face is
             reached rather than bounced off.
         bounds: the box [low, high].
+        compile: run each step through :func:`torch.compile` (see :class:`Sampler`).
     """
 
     def __init__(
@@ -55,8 +56,9 @@ class Langevin(Sampler):
         move_clip: float | None = None,
         boundary: str = "reflect",
         bounds: Sequence[float] = (-1.0, 1.0),
+        compile: bool = False,
     ) -> None:
-        super().__init__(n_steps, bounds)
+        super().__init__(n_steps, bounds, compile)
         self.step_size = check_positive_float("step_size", step_size)
         self.schedule = check_choice("schedule", schedule, ["constant", "polynomial", "exponential"])
         if schedule != "constant":
@@ -69,53 +71,58 @@ class Langevin(Sampler):
         self.move_clip = check_fraction("move_clip", move_clip)
         self.boundary = check_choice("boundary", boundary, ["reflect", "clip"])
         self.step_sizes = step_schedule(schedule, self.n_steps, self.step_size, step_size_final)
+        self._etas = torch.tensor(self.step_sizes, dtype=torch.float64)
+        self.max_move = None if self.move_clip is None else self.move_clip * (self.high - self.low)
 
-    def run_chains(
-        self,
-        energy_fn: EnergyFn,
-        x0: Tensor,
-        temperature: float,
-        generator: torch.Generator | None,
-        deterministic: bool,
-    ) -> SampleResult:
-        x = x0
-        tracker = NonFiniteTracker()
-        grad_norm_sums = []
-        max_move = None if self.move_clip is None else self.move_clip * (self.high - self.low)
-        noise_scale = 0.0 if deterministic else self.noise_scale
-        reflecting = self.boundary == "reflect" and not deterministic
-        e0 = None
-        # Few, mostly in-place ops per step: at small batch sizes the loop's per-op overhead, not
-        # the network, is what separates a sampler from its limit (K forward+gradient passes).
-        for k, eta in enumerate(self.step_sizes):
-            e, g = energy_and_grad(energy_fn, x)
-            if e0 is None:
-                e0 = e
-            with torch.no_grad():
-                gnorm = g.norm(dim=-1, keepdim=True)
-                gnorm_sum = gnorm.sum()
-                grad_norm_sums.append(gnorm_sum)
-                tracker.update(k, energy=e.sum(), gradient=gnorm_sum)
-                if self.grad_clip is not None:
-                    # Rescale the drift ∇U = ∇E/T of each chain to norm <= grad_clip.
-                    g = g * (self.grad_clip / (gnorm / temperature).clamp_min(self.grad_clip))
-                if noise_scale > 0:
-                    move = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-                    move.mul_(noise_scale * math.sqrt(2 * eta)).add_(g, alpha=-eta / temperature)
-                else:
-                    move = g.mul(-eta / temperature)
-                if max_move is not None:
-                    move.clamp_(-max_move, max_move)
-                x = x + move
-                x = reflect(x, self.low, self.high) if reflecting else x.clamp_(self.low, self.high)
-        with torch.no_grad():
-            e_final = energy_fn(x)
-        tracker.update(self.n_steps, energy=e_final.sum())
-        tracker.check(type(self).__name__, self.n_steps)
-        n_grads = self.n_steps * e_final.numel()
-        return SampleResult(
-            samples=x,
-            energy=e_final,
-            energy_drop=(e0 - e_final).mean(),
-            grad_norm=torch.stack(grad_norm_sums).sum() / n_grads,
-        )
+    def init(
+        self, energy_fn: EnergyFn, x0: Tensor, step_size: Tensor | None, deterministic: bool
+    ) -> ChainState:
+        e, g = energy_and_grad(energy_fn, x0)
+        return ChainState(x0, e, g)
+
+    def draw(
+        self, state: ChainState, k: int, generator: torch.Generator | None, deterministic: bool
+    ) -> Draws:
+        x = state.position
+        # The step size is a tensor so that one compiled step serves every eta_k of the schedule.
+        out = {"eta": self._etas.to(device=x.device, dtype=x.dtype)[k]}
+        if not deterministic and self.noise_scale > 0:
+            out["noise"] = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        return out
+
+    def _move(self, state: ChainState, draws: Draws, temperature: Tensor, reflecting: bool) -> Tensor:
+        x, g, eta = state.position, state.grad, draws["eta"]
+        assert g is not None
+        if self.grad_clip is not None:
+            # Rescale the drift ∇U = ∇E/T of each chain to norm <= grad_clip.
+            gnorm = g.norm(dim=-1, keepdim=True)
+            g = g * (self.grad_clip / (gnorm / temperature).clamp_min(self.grad_clip))
+        move = g * (-eta / temperature)
+        if "noise" in draws:
+            move = move + draws["noise"] * (self.noise_scale * (2 * eta).sqrt())
+        if self.max_move is not None:
+            move = move.clamp(-self.max_move, self.max_move)
+        x = x + move
+        return reflect(x, self.low, self.high) if reflecting else x.clamp(self.low, self.high)
+
+    def _evaluate(self, energy_fn: EnergyFn, x: Tensor, last: bool) -> tuple[ChainState, StepInfo]:
+        # The last move needs E only: its gradient would drive no further step.
+        if last:
+            e = energy_fn(x)
+            return ChainState(x, e), StepInfo(None, None, {"energy": e.sum()})
+        e, g = energy_and_grad(energy_fn, x)
+        gnorm_sum = g.norm(dim=-1).sum()
+        return ChainState(x, e, g), StepInfo(None, gnorm_sum, {"energy": e.sum(), "gradient": gnorm_sum})
+
+    def step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        x = self._move(state, draws, temperature, reflecting=self.boundary == "reflect")
+        return self._evaluate(energy_fn, x, last)
+
+    def search_step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        # Noise-free gradient descent that clips, so an optimum on a face is reached, not bounced off.
+        x = self._move(state, draws, temperature, reflecting=False)
+        return self._evaluate(energy_fn, x, last)

@@ -9,7 +9,10 @@ import torch
 from torch import Tensor
 
 from ebrl._validation import check_fraction, check_int, check_positive_float
-from ebrl.samplers.base import EnergyFn, NonFiniteTracker, Sampler, SampleResult, energy_and_grad
+from ebrl.samplers.base import ChainState, Draws, EnergyFn, Sampler, StepInfo, energy_and_grad
+
+# Deterministic search: per-chain step growth after an improving move, shrink after a failed one.
+_GROW, _SHRINK = math.log(1.5), math.log(0.5)
 
 
 class MALA(Sampler):
@@ -24,12 +27,13 @@ class MALA(Sampler):
     of log eps; after warm-up it is frozen, so the remaining steps are an exact, time-homogeneous
     chain. 0.574 is the optimal acceptance for MALA in high dimension (Roberts & Rosenthal 1998).
 
-    In deterministic mode the proposal noise is dropped and a move is taken only when it lowers
-    the energy: a monotone, noise-free descent whose per-chain step grows by 1.5 after a success
-    and halves after a failure.
+    In deterministic mode (:meth:`search_step`) the proposal noise is dropped and a move is taken
+    only when it lowers the energy: a monotone, noise-free descent whose per-chain step grows by
+    1.5 after a success and halves after a failure.
 
     ``sample(..., step_size=t)`` replaces the initial eps by a per-state tensor ``t`` of shape
-    ``(batch,)`` (the Boltzmann policy sets it from its proposal's scale).
+    ``(batch,)`` (the Boltzmann policy sets it from its proposal's scale); the final eps comes back
+    as ``SampleResult.step_size``.
 
     Args:
         n_steps: total number of MH steps K (warm-up included).
@@ -37,9 +41,11 @@ class MALA(Sampler):
         adapt_steps: number of warm-up steps during which eps adapts (0 = fixed eps).
         target_accept: acceptance rate aimed for during warm-up, in (0, 1).
         bounds: the box [low, high].
+        compile: run each step through :func:`torch.compile` (see :class:`Sampler`).
     """
 
     supports_step_size = True
+    _is_mh = True
 
     def __init__(
         self,
@@ -48,8 +54,9 @@ class MALA(Sampler):
         adapt_steps: int = 0,
         target_accept: float = 0.574,
         bounds: Sequence[float] = (-1.0, 1.0),
+        compile: bool = False,
     ) -> None:
-        super().__init__(n_steps, bounds)
+        super().__init__(n_steps, bounds, compile)
         self.step_size = check_positive_float("step_size", step_size)
         self.adapt_steps = check_int("adapt_steps", adapt_steps, minimum=0)
         if self.adapt_steps >= self.n_steps:
@@ -61,81 +68,83 @@ class MALA(Sampler):
         if self.target_accept >= 1.0:
             raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
 
-    def run_chains(
-        self,
-        energy_fn: EnergyFn,
-        x0: Tensor,
-        temperature: float,
-        generator: torch.Generator | None,
-        deterministic: bool,
-        step_size: Tensor | None = None,
-    ) -> SampleResult:
+    def init(
+        self, energy_fn: EnergyFn, x0: Tensor, step_size: Tensor | None, deterministic: bool
+    ) -> ChainState:
         batch = x0.shape[0]
-        x = x0
-        e, g = energy_and_grad(energy_fn, x)
-        e0 = e
-        tracker = NonFiniteTracker()
-        tracker.update(0, energy=e.sum(), gradient=g.sum())
-        # Deterministic search keeps one step size per chain and adapts it every step (grow on
-        # success, shrink on failure): a noise-free descent with a crude line search.
-        eps_shape = (batch, x.shape[1], 1) if deterministic else (batch, 1, 1)
+        e, g = energy_and_grad(energy_fn, x0)
+        # The search keeps one step per chain (its own line search); the chain one per state.
+        shape = (batch, x0.shape[1], 1) if deterministic else (batch, 1, 1)
         if step_size is None:
-            log_eps = torch.full(eps_shape, math.log(self.step_size), device=x.device, dtype=x.dtype)
+            log_eps = torch.full(shape, math.log(self.step_size), device=x0.device, dtype=x0.dtype)
         else:
-            # A per-state first step, e.g. from a learned proposal's scale (ebrl.policy).
-            log_eps = step_size.to(x.dtype).log().reshape(batch, 1, 1).expand(eps_shape).clone()
-        accepted = torch.zeros((), device=x.device, dtype=x.dtype)
-        grad_norm_sum = g.norm(dim=-1).mean()
-        n_counted = 0
-        for k in range(self.n_steps):
-            with torch.no_grad():
-                eps = log_eps.exp()
-                mean_x = x - eps * g / temperature
-                if deterministic:
-                    y = mean_x.clamp(self.low, self.high)
-                else:
-                    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-                    y = mean_x + (2 * eps).sqrt() * noise
-            e_y, g_y = energy_and_grad(energy_fn, y)
-            with torch.no_grad():
-                inside = ((y >= self.low) & (y <= self.high)).all(dim=-1)
-                # Only proposals inside the box are part of the target; outside it E may be anything.
-                tracker.update(
-                    k + 1,
-                    energy=torch.where(inside, e_y, 0.0).sum(),
-                    gradient=torch.where(inside[..., None], g_y, 0.0).sum(),
-                )
-                if deterministic:
-                    accept = inside & (e_y < e)
-                else:
-                    # log q(a|b) = -|a - b + eps ∇U(b)|^2 / (4 eps) up to a constant.
-                    mean_y = y - eps * g_y / temperature
-                    log_q_fwd = -((y - mean_x) ** 2).sum(-1) / (4 * eps[..., 0])
-                    log_q_bwd = -((x - mean_y) ** 2).sum(-1) / (4 * eps[..., 0])
-                    log_alpha = (e - e_y) / temperature + log_q_bwd - log_q_fwd
-                    u = torch.rand(log_alpha.shape, device=x.device, dtype=x.dtype, generator=generator)
-                    # nan_to_num: a non-finite proposal is rejected here and reported by the tracker.
-                    accept = inside & (u.log() < torch.nan_to_num(log_alpha, nan=-math.inf))
-                x = torch.where(accept[..., None], y, x)
-                e = torch.where(accept, e_y, e)
-                g = torch.where(accept[..., None], g_y, g)
-                acc = accept.to(x.dtype)
-                if deterministic:
-                    log_eps = log_eps + torch.where(accept[..., None], math.log(1.5), math.log(0.5))
-                elif k < self.adapt_steps:
-                    # Robbins-Monro on log eps with a decaying gain: adaptation fades out.
-                    gain = 1.0 / math.sqrt(k + 1)
-                    log_eps = log_eps + gain * (acc.mean(dim=1) - self.target_accept)[:, None, None]
-                else:
-                    accepted += acc.mean()
-                    n_counted += 1
-                grad_norm_sum += g.norm(dim=-1).mean()
-        tracker.check(type(self).__name__, self.n_steps)
-        self.last_step_size = log_eps.exp().reshape(batch, -1).mean(1)
-        return SampleResult(
-            samples=x,
-            energy=e,
-            energy_drop=(e0 - e).mean(),
-            grad_norm=grad_norm_sum / (self.n_steps + 1),
-            acceptance=accepted / max(n_counted, 1),
-        )
+            log_eps = step_size.to(x0.dtype).log().reshape(batch, 1, 1).expand(shape).clone()
+        return ChainState(x0, e, g, log_eps)
+
+    def draw(
+        self, state: ChainState, k: int, generator: torch.Generator | None, deterministic: bool
+    ) -> Draws:
+        if deterministic:
+            return {}
+        x = state.position
+        return {
+            "noise": torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator),
+            "uniform": torch.rand(x.shape[:-1], device=x.device, dtype=x.dtype, generator=generator),
+        }
+
+    def _propose(
+        self, energy_fn: EnergyFn, state: ChainState, noise: Tensor | None, temperature: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(eps, drift mean at x, proposal y, E(y), dE/dy), and the in-box mask of y."""
+        x, g, log_eps = state.position, state.grad, state.log_step_size
+        assert g is not None and log_eps is not None
+        eps = log_eps.exp()
+        mean_x = x - eps * g / temperature
+        y = mean_x.clamp(self.low, self.high) if noise is None else mean_x + (2 * eps).sqrt() * noise
+        e_y, g_y = energy_and_grad(energy_fn, y)
+        return eps, mean_x, y, e_y, g_y
+
+    def _moved(
+        self, state: ChainState, accept: Tensor, y: Tensor, e_y: Tensor, g_y: Tensor, inside: Tensor,
+        log_eps: Tensor,
+    ) -> tuple[ChainState, StepInfo]:
+        g = torch.where(accept[..., None], g_y, state.grad)
+        x = torch.where(accept[..., None], y, state.position)
+        new = ChainState(x, torch.where(accept, e_y, state.energy), g, log_eps)
+        # Only proposals inside the box are part of the target; outside it E may be anything.
+        watch = {
+            "energy": torch.where(inside, e_y, 0.0).sum(),
+            "gradient": torch.where(inside[..., None], g_y, 0.0).sum(),
+        }
+        return new, StepInfo(accept.to(y.dtype), g.norm(dim=-1).sum(), watch)
+
+    def step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        eps, mean_x, y, e_y, g_y = self._propose(energy_fn, state, draws["noise"], temperature)
+        inside = ((y >= self.low) & (y <= self.high)).all(dim=-1)
+        # log q(a|b) = -|a - b + eps ∇U(b)|^2 / (4 eps) up to a constant.
+        mean_y = y - eps * g_y / temperature
+        fwd, bwd = ((y - mean_x) ** 2).sum(-1), ((state.position - mean_y) ** 2).sum(-1)
+        log_q_ratio = (fwd - bwd) / (4 * eps[..., 0])
+        log_alpha = (state.energy - e_y) / temperature + log_q_ratio
+        # nan_to_num: a non-finite proposal is rejected here and reported by the non-finite check.
+        accept = inside & (draws["uniform"].log() < torch.nan_to_num(log_alpha, nan=-math.inf))
+        return self._moved(state, accept, y, e_y, g_y, inside, state.log_step_size)
+
+    def search_step(
+        self, energy_fn: EnergyFn, state: ChainState, draws: Draws, temperature: Tensor, last: bool
+    ) -> tuple[ChainState, StepInfo]:
+        _, _, y, e_y, g_y = self._propose(energy_fn, state, None, temperature)
+        inside = ((y >= self.low) & (y <= self.high)).all(dim=-1)
+        accept = inside & (e_y < state.energy)
+        log_eps = state.log_step_size + torch.where(accept[..., None], _GROW, _SHRINK)
+        return self._moved(state, accept, y, e_y, g_y, inside, log_eps)
+
+    def adapt(self, state: ChainState, info: StepInfo, k: int) -> ChainState | None:
+        if k >= self.adapt_steps:
+            return None
+        assert info.accepted is not None and state.log_step_size is not None
+        # Robbins-Monro on log eps with a decaying gain: adaptation fades out.
+        change = (info.accepted.mean(dim=1) - self.target_accept)[:, None, None] / math.sqrt(k + 1)
+        return state._replace(log_step_size=state.log_step_size + change)
