@@ -23,6 +23,8 @@ from ebrl.errors import NonFiniteError
 
 EnergyFn = Callable[[Tensor], Tensor]
 Init = Literal["uniform", "persistent"] | Tensor
+# torch.compile modes accepted by ``Sampler(compile=...)`` besides True/False.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # A step's random numbers and per-step constants, by name (see Sampler.draw).
 Draws = dict[str, Tensor]
 
@@ -195,23 +197,27 @@ class Sampler(ABC):
         n_steps: number of MCMC steps K (energy/gradient evaluations per chain).
         bounds: the box [low, high] on every coordinate (actions: the normalised [-1, 1]).
         compile: run each kernel step through :func:`torch.compile` (one fused graph per step,
-            gradient included; the first call compiles for a few seconds per shape). It pays where
-            a step is many small ops: few states and chains on CPU (see
-            experiments/results/sampler_throughput.md). The eager path is the default.
+            gradient included; the first call compiles for a few seconds per shape). ``True`` uses
+            torch.compile's default mode; a mode name (``"reduce-overhead"``: CUDA graphs on a GPU,
+            ``"max-autotune"``, ...) is passed on. It pays where a step is many small ops: few states
+            and chains on CPU (see experiments/results/sampler_throughput.md). The eager path
+            (``False``) is the default.
     """
 
     # Whether run_chains takes a per-state ``step_size`` tensor (see :meth:`sample`).
     supports_step_size: bool = False
 
-    def __init__(self, n_steps: int, bounds: Sequence[float] = (-1.0, 1.0), compile: bool = False) -> None:
+    def __init__(
+        self, n_steps: int, bounds: Sequence[float] = (-1.0, 1.0), compile: bool | str = False
+    ) -> None:
         self.n_steps = check_int("n_steps", n_steps, minimum=1)
         if not (isinstance(bounds, Sequence) and len(bounds) == 2):
             raise TypeError(f"bounds must be a pair (low, high), got {bounds!r}")
         low, high = (float(b) for b in bounds)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"bounds must be finite with low < high, got {tuple(bounds)!r}")
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False, got {compile!r}")
+        if not (isinstance(compile, bool) or compile in COMPILE_MODES):
+            raise ValueError(f"compile must be True, False or one of {COMPILE_MODES}, got {compile!r}")
         self.low, self.high = low, high
         self.compile = compile
         #: The chains left by the last finished stochastic call (what ``init="persistent"`` resumes),
@@ -266,7 +272,8 @@ class Sampler(ABC):
         if not self.compile:
             return kernel
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(kernel, dynamic=False, fullgraph=True)
+            mode = None if self.compile is True else self.compile
+            self._compiled[name] = torch.compile(kernel, dynamic=False, fullgraph=True, mode=mode)
         return self._compiled[name]
 
     def run_chains(
@@ -294,9 +301,22 @@ class Sampler(ABC):
         grad_norms = [] if state.grad is None else [state.grad.norm(dim=-1).sum()]
         accepted: list[Tensor] = []
         with torch.no_grad():
+            # CUDA graphs: the modes of torch.compile that capture them, on a CUDA device.
+            graphs = self.compile in ("reduce-overhead", "max-autotune") and x0.is_cuda
             for k in range(self.n_steps):
                 draws = self.draw(state, k, generator, deterministic)
+                if graphs:
+                    # A CUDA-graph replay reuses its output memory: mark each step as a new one
+                    # and keep only copies of what outlives it (the diagnostics below).
+                    torch.compiler.cudagraph_mark_step_begin()
                 state, info = kernel(energy_fn, state, draws, temp, k == self.n_steps - 1)
+                if graphs:
+                    state = ChainState(*(None if t is None else t.clone() for t in state))
+                    info = StepInfo(
+                        None if info.accepted is None else info.accepted.clone(),
+                        None if info.grad_norm is None else info.grad_norm.clone(),
+                        {name: v.clone() for name, v in info.watch.items()},
+                    )
                 tracker.update(k + 1, **info.watch)
                 if info.grad_norm is not None:
                     grad_norms.append(info.grad_norm)

@@ -44,7 +44,7 @@ class DerivativeFree(Sampler):
         noise_scale: float = 0.33,
         noise_shrink: float = 0.5,
         bounds: Sequence[float] = (-1.0, 1.0),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__(n_steps, bounds, compile)
         self.noise_scale = check_positive_float("noise_scale", noise_scale)

@@ -56,7 +56,7 @@ class Langevin(Sampler):
         move_clip: float | None = None,
         boundary: str = "reflect",
         bounds: Sequence[float] = (-1.0, 1.0),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__(n_steps, bounds, compile)
         self.step_size = check_positive_float("step_size", step_size)

@@ -54,7 +54,7 @@ class MALA(Sampler):
         adapt_steps: int = 0,
         target_accept: float = 0.574,
         bounds: Sequence[float] = (-1.0, 1.0),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__(n_steps, bounds, compile)
         self.step_size = check_positive_float("step_size", step_size)
