@@ -504,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None,
                         help="join a running Ray cluster ('auto', or host:port); default: Ray here")
     parser.add_argument("--storage", default="runs/sweeps", help="where the Ray Tune trials are kept")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="run the jobs one after another in this process, without Ray")
     parser.add_argument("--fresh", action="store_true",
                         help="run every job again even if the jsonl has it (the new line supersedes)")
     parser.add_argument("--out-prefix", type=Path, default=RESULTS / "mujoco",
@@ -542,7 +544,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jobs)} runs asked, {len(jobs) - len(todo)} already in {jsonl} (skipped), "
               f"{len(todo)} to run; settings: " + ", ".join(f"{a} {settings[a]['hash']}" for a in ALGOS),
               flush=True)
-        if todo:
+        if todo and args.no_ray:
+            # In this process, one run after another (a machine without Ray, e.g. the GPU check).
+            for job in todo:
+                run_one(job)
+        elif todo:
             start_ray(args.address, args.device)
             try:
                 run_parallel(run_one, todo, name=prefix.name, storage=args.storage, address=args.address,

@@ -461,9 +461,23 @@ def main() -> None:
     parser.add_argument(
         "--fashion-cpu-rows", type=int, default=None, help="check section 5 on CPU with N rows"
     )
+    parser.add_argument(
+        "--fashion-only", action="store_true",
+        help="run section 5 alone and write rbm_fashion.{json,md} (the GPU check)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
+    if args.fashion_only:
+        with tqdm(total=1, desc="rbm Fashion-MNIST", unit="step") as bar:
+            fashion = fashion_section(args.fashion_dir, bar, args.fashion_cpu_rows)
+        fashion["command"] = "python experiments/benchmarks/rbm.py " + " ".join(sys.argv[1:])
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "rbm_fashion.json").write_text(json.dumps(fashion, indent=2) + "\n")
+        text = "# RBM on Fashion-MNIST\n\n" + "\n".join(f"- {k}: {v}" for k, v in fashion.items()) + "\n"
+        (args.out_dir / "rbm_fashion.md").write_text(text)
+        print(text)
+        return
     X_train, X_test = digits_binary()
     results: dict = {
         "command": COMMAND,

@@ -126,12 +126,17 @@ def main() -> None:
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    # Each grid cell is a new shape, and a compiled step is specialised to its shape (dynamic=False):
+    # allow one cache entry per (sampler, shape, last step) instead of torch's default 8.
+    torch._dynamo.config.cache_size_limit = 64
     torch.manual_seed(0)
     energy = StateActionEnergy(17, 6, hidden_sizes=(256, 256)).to(device)
     k = args.steps
     samplers = {}
-    for compiled in (False, True):
-        tag = "+compile" if compiled else ""
+    # On CUDA also torch.compile's "reduce-overhead" mode: each step replayed as a CUDA graph.
+    modes: list[bool | str] = [False, True] + (["reduce-overhead"] if device.type == "cuda" else [])
+    for compiled in modes:
+        tag = {False: "", True: "+compile", "reduce-overhead": "+cudagraphs"}[compiled]
         samplers["langevin" + tag] = Langevin(
             n_steps=k, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1,
             compile=compiled,
