@@ -13,7 +13,6 @@ small protocols below (every model in :mod:`ebrl.boltzmann_machines` does).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from ebrl.estimators import log_mean_bounds
 
 __all__ = ["AISPath", "AISResult", "Enumerable", "ais_log_z", "beta_schedule", "exact_log_z"]
 
@@ -249,17 +250,6 @@ class AISResult:
         return self.log_z
 
 
-def _log_mean_bounds(log_w: Tensor, n_std: float) -> tuple[float, float, float]:
-    """``log mean(w)`` and ``log(mean(w) -/+ n_std * se)`` computed stably from ``log w``."""
-    m = log_w.max()
-    w = torch.exp(log_w - m)
-    mean = w.mean()
-    se = w.std(unbiased=True) / math.sqrt(len(w)) if len(w) > 1 else torch.zeros_like(mean)
-    low = mean - n_std * se
-    log_low = float(m + torch.log(low)) if low > 0 else -math.inf
-    return float(m + torch.log(mean)), log_low, float(m + torch.log(mean + n_std * se))
-
-
 def ais_log_z(
     model: Annealable,
     *,
@@ -328,7 +318,7 @@ def ais_log_z(
             log_w += lf[1] - lf[0]
             if k < len(b) - 1:
                 x = path.transition(x, b[k], generator)
-        log_mean, log_low, log_high = _log_mean_bounds(log_w, float(n_std))
+        log_mean, log_low, log_high = log_mean_bounds(log_w, float(n_std))
         w = torch.exp(log_w - log_w.max())
         ess = float(w.sum() ** 2 / (w**2).sum())
         result = AISResult(
@@ -353,7 +343,7 @@ def ais_log_z(
                 log_w_rev += lf[0] - lf[1]
                 if k > 1:
                     x = path.transition(x, b[k - 1], generator, reverse=True)
-            rev_mean, _, _ = _log_mean_bounds(log_w_rev, float(n_std))
+            rev_mean, _, _ = log_mean_bounds(log_w_rev, float(n_std))
             result.reverse_log_z = path.log_z_base - rev_mean
             result.reverse_log_weights = log_w_rev
     return result

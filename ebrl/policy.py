@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ebrl._validation import check_finite, check_fraction, check_int, check_positive_float, check_tensor
 from ebrl.energies import Energy, StateActionEnergy
+from ebrl.estimators import importance_log_z
 from ebrl.proposals import TanhGaussianProposal, defensive_sample
 from ebrl.samplers import Langevin, Sampler, SampleResult
 from ebrl.samplers.base import _FIXED_INIT_SEED
@@ -238,9 +239,7 @@ class BoltzmannPolicy:
         else:
             a, log_q, _ = defensive_sample(self.proposal, states, n, self.defensive, generator)
         log_w = -self.energy.energy(a, states) / self.temperature - log_q.to(a)
-        log_z = torch.logsumexp(log_w, dim=1) - math.log(n)
-        w = torch.exp(log_w - log_w.max(dim=1, keepdim=True).values)
-        stderr = w.std(dim=1) / (math.sqrt(n) * w.mean(dim=1))
+        log_z, stderr = importance_log_z(log_w)
         return (log_z[0], stderr[0]) if single else (log_z, stderr)
 
     def soft_value(self, states: Tensor, n: int = 1024, generator: torch.Generator | None = None) -> Tensor:

@@ -2,7 +2,7 @@
 
 A sweep file names a base run (``algo``, ``env_id``, an optional rl-zoo ``config`` file relative to
 the sweep file, ``total_timesteps``, fixed ``hyperparams``), a ``search`` space (``grid``,
-``choice``, ``uniform``, ``loguniform``; ``policy_kwargs.n_steps`` reaches into a dict), the
+``choice``, ``uniform``, ``loguniform``; ``policy_kwargs.search_steps`` reaches into a dict), the
 ``seeds`` (a list or a count), ``metric``/``mode`` (an ``eval/...`` column), ``num_samples``
 (draws of the random dimensions, with ``search_seed``), an optional ASHA ``scheduler`` (in env
 steps), per-trial ``resources`` (``cpu``, ``gpu`` fraction) and ``wandb_project``.
@@ -113,7 +113,7 @@ def apply_params(base: RunConfig, params: dict[str, Any], seed: int | None = Non
         elif sub and top in RUN_FIELDS:  # "env_kwargs.x": one entry of a dict-valued run key
             name = RUN_FIELDS[top]
             fields[name] = {**(fields.get(name) or getattr(base, name) or {}), sub: value}
-        elif sub:  # "policy_kwargs.n_steps": new dicts, so that the base config is never mutated
+        elif sub:  # "policy_kwargs.search_steps": new dicts, so that the base config is never mutated
             hyper[top] = {**(hyper.get(top) or {}), sub: value}
         else:
             hyper[key] = value

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ebrl.errors import NonFiniteError
+from ebrl.errors import NonFiniteError, first_non_finite
 
 log = logging.getLogger("ebrl.guard")
 DEFAULT_MAX_DIVERGENCES = 10
@@ -48,27 +48,6 @@ def check_max_divergences(max_divergences: int) -> int:
     if isinstance(max_divergences, bool) or not isinstance(max_divergences, int) or max_divergences < 1:
         raise ValueError(f"max_divergences must be an integer >= 1, got {max_divergences!r}")
     return max_divergences
-
-
-def first_non_finite(**quantities: Any) -> str | None:
-    """Name of the first quantity (tensor, array, number, or a list of them) holding NaN or inf.
-
-    Tensors cost one sum each (NaN and inf propagate through a sum; a sum overflowing the float
-    range means values that diverged anyway) and one host sync for all quantities together."""
-    names, sums = [], []
-    for name, value in quantities.items():
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, torch.Tensor):
-                if v.is_floating_point():
-                    names.append(name)
-                    sums.append(v.detach().sum())
-            elif v is not None and not np.all(np.isfinite(np.asarray(v, dtype=np.float64))):
-                return name
-    if sums:
-        finite = torch.isfinite(torch.stack(sums))
-        if not bool(finite.all()):
-            return names[int((~finite).nonzero()[0, 0])]
-    return None
 
 
 class DivergenceGuardMixin:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ DEFAULT_STEP_SIZE = {"langevin": 0.1, "mala": 0.05, "dfo": 0.33}
 
 def make_sampler(
     sampler: str,
-    n_steps: int,
+    search_steps: int,
     step_size: float | None,
     sampler_kwargs: dict[str, Any] | None = None,
 ) -> Sampler:
@@ -44,7 +45,7 @@ def make_sampler(
     ``sampler_kwargs`` override or extend these per-kind defaults.
     """
     kind = check_choice("sampler", sampler, SAMPLERS)
-    n_steps = check_int("n_steps", n_steps, minimum=1)
+    n_steps = check_int("search_steps", search_steps, minimum=1)
     eta = DEFAULT_STEP_SIZE[kind] if step_size is None else check_positive_float("step_size", step_size)
     if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
         raise TypeError(f"sampler_kwargs must be a dict or None, got {type(sampler_kwargs).__name__}")
@@ -65,6 +66,19 @@ def make_sampler(
                 f"sampler_kwargs {sorted(extra)} are not all accepted by sampler={kind!r}: {err}"
             ) from err
         raise
+
+
+def resolve_search_steps(search_steps: int, n_steps: int | None) -> int:
+    """``search_steps``, or the deprecated policy keyword ``n_steps`` where one was given."""
+    if n_steps is None:
+        return search_steps
+    warnings.warn(
+        "policy_kwargs n_steps is now called search_steps (SQL's own n_steps is the n-step return); "
+        f"using search_steps={n_steps!r}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return n_steps
 
 
 def check_net_arch(net_arch: Sequence[int]) -> list[int]:
@@ -99,7 +113,10 @@ class SQLPolicy(BasePolicy):
             ``"min"`` (E = -min_i Q_i, :class:`ebrl.energies.PessimisticEnergy`: the function
             whose log-partition is the soft value of the target) or ``"first"`` (E = -Q_1).
         sampler: the action search, ``"langevin"``, ``"mala"`` or ``"dfo"`` (see :func:`make_sampler`).
-        n_steps: MCMC steps K per action search.
+        search_steps: MCMC steps K per action search (``n_steps`` of the sampler classes; the
+            name differs from SB3's ``n_steps``, the n-step return of ``SQL(n_steps=...)``).
+        n_steps: deprecated alias of ``search_steps`` (read from older saved models and configs,
+            with a DeprecationWarning).
         step_size: first step size of the search (``None``: the per-kind default).
         sampler_kwargs: extra keyword arguments of the sampler class.
         n_chains: chains per state in deterministic mode (the lowest-energy one is returned).
@@ -134,7 +151,7 @@ class SQLPolicy(BasePolicy):
         n_critics: int = 2,
         policy_energy: str = "min",
         sampler: str = "mala",
-        n_steps: int = 3,
+        search_steps: int = 3,
         step_size: float | None = None,
         sampler_kwargs: dict[str, Any] | None = None,
         n_chains: int | None = None,
@@ -147,14 +164,16 @@ class SQLPolicy(BasePolicy):
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        n_steps: int | None = None,
     ) -> None:
+        search_steps = resolve_search_steps(search_steps, n_steps)
         self.check_kwargs(
             net_arch=net_arch,
             activation=activation,
             n_critics=n_critics,
             policy_energy=policy_energy,
             sampler=sampler,
-            n_steps=n_steps,
+            search_steps=search_steps,
             step_size=step_size,
             sampler_kwargs=sampler_kwargs,
             n_chains=n_chains,
@@ -179,7 +198,7 @@ class SQLPolicy(BasePolicy):
         self.n_critics = n_critics
         self.policy_energy = policy_energy
         self.sampler_kind = sampler
-        self.n_steps = n_steps
+        self.search_steps = search_steps
         self.step_size = step_size
         self.sampler_kwargs = sampler_kwargs
         self.n_chains = n_chains
@@ -214,7 +233,7 @@ class SQLPolicy(BasePolicy):
         )
         self.boltzmann = BoltzmannPolicy(
             self._energy,
-            make_sampler(sampler, n_steps, step_size, sampler_kwargs),
+            make_sampler(sampler, search_steps, step_size, sampler_kwargs),
             temperature=temperature,
             n_chains=n_chains,
             warm_start=self.warm_start,
@@ -253,7 +272,7 @@ class SQLPolicy(BasePolicy):
             check_fraction("defensive", kwargs["defensive"], allow_none=False)
         make_sampler(
             kwargs.get("sampler", "mala"),
-            kwargs.get("n_steps", 3),
+            resolve_search_steps(kwargs.get("search_steps", 3), kwargs.get("n_steps")),
             kwargs.get("step_size"),
             kwargs.get("sampler_kwargs"),
         )
@@ -282,7 +301,7 @@ class SQLPolicy(BasePolicy):
             n_critics=self.n_critics,
             policy_energy=self.policy_energy,
             sampler=self.sampler_kind,
-            n_steps=self.n_steps,
+            search_steps=self.search_steps,
             step_size=self.step_size,
             sampler_kwargs=self.sampler_kwargs,
             n_chains=self.n_chains,

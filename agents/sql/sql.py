@@ -42,8 +42,8 @@ from agents.common.checks import (
 )
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.sql.policies import MlpPolicy, SQLPolicy
-from agents.sql.soft_value import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl._validation import check_choice, check_int, check_positive_float
+from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
@@ -109,7 +109,7 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
             ``"stratified"`` (Latin-hypercube uniform particles: the same density, lower variance)
             or ``"mixture"`` (half the particles uniform, half from one resampling step of the
             derivative-free sampler in a defensive mixture with a known density; see
-            :func:`agents.sql.soft_value.mixture_soft_value`).
+            :func:`ebrl.estimators.mixture_soft_value`).
         target_update_interval: gradient steps between Polyak updates.
         proposal_update_interval: gradient steps between updates of the proposal q_phi (2: the
             delayed policy update of TD3, Fujimoto et al. 2018). The proposal only starts the

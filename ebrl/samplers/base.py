@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ebrl._validation import check_choice, check_int, check_positive_float
 from ebrl.energies import Energy
-from ebrl.errors import NonFiniteError
+from ebrl.errors import NonFiniteError, first_non_finite
 
 EnergyFn = Callable[[Tensor], Tensor]
 Init = Literal["uniform", "persistent"] | Tensor
@@ -122,11 +122,9 @@ class NonFiniteTracker:
             self._values.append(value)
 
     def check(self, sampler: str, n_steps: int) -> None:
-        if not self._values:
-            return
-        bad = ~torch.isfinite(torch.stack(self._values))
-        if bool(bad.any()):
-            step, name = self._records[int(bad.nonzero()[0, 0])]
+        bad = first_non_finite(**{str(i): v for i, v in enumerate(self._values)})
+        if bad is not None:
+            step, name = self._records[int(bad)]
             raise NonFiniteError(
                 f"{sampler}: the {name} became NaN or infinite at step {step} of {n_steps}; "
                 "check the energy for overflow or lower the step size"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from ebrl._validation import check_finite, check_int, check_positive_float, check_tensor
-from ebrl.errors import NonFiniteError
+from ebrl.atomic import atomic_write
+from ebrl.errors import NonFiniteError, first_non_finite
 
 MetricsHook = Callable[[int, dict[str, float]], bool | None]
 
@@ -93,7 +93,7 @@ def fit(
             True stops training (early stopping).
         log_every: steps between metrics records.
         guard_every: steps between snapshots of the last good state.
-        checkpoint: path where ``{"energy", "optimizer", "step"}`` is saved by ``torch.save``.
+        checkpoint: path where ``{"energy", "optimizer", "step"}`` is saved by ``torch.save``, atomically.
         checkpoint_every: steps between checkpoints (None: only at the end).
         progress: show a tqdm progress bar.
 
@@ -138,7 +138,7 @@ def fit(
         try:
             terms = objective.loss(energy, data[idx], None if context is None else context[idx], generator)
             loss = terms["loss"]
-            if not math.isfinite(float(loss.detach())):
+            if first_non_finite(loss=loss) is not None:
                 raise NonFiniteError(f"the loss is {float(loss.detach())}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -169,7 +169,8 @@ def fit(
         due = stop or step == n_steps or (checkpoint_every is not None and step % checkpoint_every == 0)
         if checkpoint is not None and due:
             state = {"energy": energy.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-            torch.save(state, checkpoint)
+            # Atomic: a crash while saving leaves the previous checkpoint, never a truncated file.
+            atomic_write(checkpoint, lambda f, state=state: torch.save(state, f))
         if stop:
             break
     if bar is not None:

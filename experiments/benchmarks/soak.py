@@ -58,7 +58,7 @@ def make(seed: int, buffer_size: int) -> SQL:
         n_particles=8,
         alpha=0.1,
         learning_rate=1e-3,
-        policy_kwargs={"net_arch": [64, 64], "n_steps": 5, "n_chains": 8},
+        policy_kwargs={"net_arch": [64, 64], "search_steps": 5, "n_chains": 8},
     )
 
 

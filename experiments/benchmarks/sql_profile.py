@@ -355,7 +355,7 @@ def settings(model: Any) -> dict[str, Any]:
     for key in ("n_particles", "value_estimator", "alpha", "ent_coef"):
         if hasattr(model, key):
             out[key] = str(getattr(model, key))
-    for key in ("sampler_kind", "n_steps", "n_chains", "warm_start", "net_arch"):
+    for key in ("sampler_kind", "search_steps", "n_chains", "warm_start", "net_arch"):
         if hasattr(model.policy, key):
             out[f"policy.{key}"] = str(getattr(model.policy, key))
     return out

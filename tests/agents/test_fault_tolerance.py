@@ -36,7 +36,7 @@ TINY = {
     "learning_starts": 20,
     "batch_size": 16,
     "n_particles": 4,
-    "policy_kwargs": {"net_arch": [16, 16], "n_steps": 2, "n_chains": 4},
+    "policy_kwargs": {"net_arch": [16, 16], "search_steps": 2, "n_chains": 4},
 }
 
 

@@ -16,14 +16,14 @@ CASES = {
         SQL,
         SQLPolicy,
         "Pendulum-v1",
-        {"policy_kwargs": {"net_arch": (32, 32), "n_steps": 3, "n_chains": 4}, "n_particles": 4},
+        {"policy_kwargs": {"net_arch": (32, 32), "search_steps": 3, "n_chains": 4}, "n_particles": 4},
     ),
     "sql_auto_dfo": (
         SQL,
         SQLPolicy,
         "Pendulum-v1",
         {
-            "policy_kwargs": {"net_arch": (32, 32), "sampler": "dfo", "n_steps": 2, "n_chains": 8},
+            "policy_kwargs": {"net_arch": (32, 32), "sampler": "dfo", "search_steps": 2, "n_chains": 8},
             "n_particles": 4,
             "alpha": "auto_0.3",
         },

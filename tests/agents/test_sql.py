@@ -12,12 +12,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from agents import SQL
 from agents.sql import SQLPolicy
-from agents.sql.soft_value import mixture_soft_value, soft_value, uniform_particles, uniform_soft_value
 from ebrl import BoltzmannPolicy, StateActionEnergy
 from ebrl.energies import PessimisticEnergy
+from ebrl.estimators import mixture_soft_value, soft_value, uniform_particles, uniform_soft_value
 
 # Tiny settings: every test runs in about a second on one CPU thread.
-TINY = {"net_arch": (32, 32), "n_steps": 3, "n_chains": 4}
+TINY = {"net_arch": (32, 32), "search_steps": 3, "n_chains": 4}
 FAST = {"learning_starts": 50, "batch_size": 32, "n_particles": 4}
 
 
@@ -92,7 +92,7 @@ def test_auto_alpha_moves_and_is_logged() -> None:
 
 
 def test_mala_logs_acceptance() -> None:
-    model = tiny_sql("Pendulum-v1", {"sampler": "mala", "n_steps": 4}, seed=0)
+    model = tiny_sql("Pendulum-v1", {"sampler": "mala", "search_steps": 4}, seed=0)
     model.learn(100)
     model.train(1, 32)
     assert 0.0 <= model.logger.name_to_value["sampler/acceptance"] <= 1.0
@@ -259,7 +259,7 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"target_entropy": "high"}, ValueError, "target_entropy"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"n_chains": 0}}, ValueError, "n_chains"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"explore_chains": 0}}, ValueError, "explore_chains"),
-        (lambda: "Pendulum-v1", {"policy_kwargs": {"n_steps": 0}}, ValueError, "n_steps"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"search_steps": 0}}, ValueError, "search_steps"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"sampler": "hmc"}}, ValueError, "sampler"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"step_size": -0.1}}, ValueError, "step_size"),
         (
@@ -322,3 +322,13 @@ def test_training_mode_reaches_every_submodule() -> None:
     assert all(m.training for m in model.policy.modules())
     model.policy.set_training_mode(False)
     assert not any(m.training for m in model.policy.modules())
+
+
+def test_policy_n_steps_is_a_deprecated_alias_of_search_steps():
+    # One name, one meaning: SQL's n_steps is the n-step return; the policy's MCMC step count is
+    # search_steps. Older configs and saved models that say policy_kwargs n_steps still load.
+    kwargs = {k: v for k, v in TINY.items() if k != "search_steps"}
+    with pytest.warns(DeprecationWarning, match="n_steps is now called search_steps"):
+        model = SQL("MlpPolicy", "Pendulum-v1", policy_kwargs={**kwargs, "n_steps": 5}, **FAST)
+    assert model.policy.search_steps == 5 and model.policy.boltzmann.sampler.n_steps == 5
+    assert model.n_steps == 1  # the n-step return is untouched

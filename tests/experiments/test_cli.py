@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 TINY = {
     "sac": {"learning_starts": 50, "batch_size": 32, "policy_kwargs": "dict(net_arch=[16, 16])"},
     "sql": {"learning_starts": 50, "batch_size": 32, "n_particles": 4,
-            "policy_kwargs": "dict(net_arch=[16, 16], n_steps=3)"},
+            "policy_kwargs": "dict(net_arch=[16, 16], search_steps=3)"},
 }
 
 

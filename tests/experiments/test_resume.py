@@ -27,7 +27,7 @@ SQL_TINY = {
     "batch_size": 16,
     "n_particles": 4,
     "alpha": "auto_0.3",
-    "policy_kwargs": {"net_arch": [16, 16], "n_steps": 3, "n_chains": 4, "warm_start": True},
+    "policy_kwargs": {"net_arch": [16, 16], "search_steps": 3, "n_chains": 4, "warm_start": True},
 }
 DSQL_TINY = {
     "learning_starts": 30,

@@ -20,7 +20,7 @@ def test_offline_run_records_metrics_and_config(tmp_path: Path, monkeypatch: pyt
     cfg = tmp_path / "sql.yaml"
     cfg.write_text(yaml.safe_dump({"ebrl/MultiGoal-v0": {
         "learning_starts": 40, "batch_size": 32, "n_particles": 4, "n_eval_episodes": 3,
-        "policy_kwargs": {"net_arch": [16, 16], "n_steps": 3}}}))
+        "policy_kwargs": {"net_arch": [16, 16], "search_steps": 3}}}))
     rc = main(["train", "--algo", "sql", "--env-id", "ebrl/MultiGoal-v0", "--total-timesteps", "150",
                "--config", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar", "--track",
                "--wandb-project", "ebrl-test"])

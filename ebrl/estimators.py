@@ -1,10 +1,13 @@
-"""The soft state value V(s) = alpha log ∫_box exp(Q(s, a)/alpha) da by importance sampling.
+"""Importance-sampling estimates of log-partition functions, soft values and entropies: the one
+place where log Z = log mean(w) is computed, for the Boltzmann policy
+(:meth:`ebrl.BoltzmannPolicy.log_partition`), SQL's target (:func:`soft_value` and the particle
+estimators below) and AIS (:func:`ebrl.partition.ais_log_z`, through :func:`log_mean_bounds`).
 
-Haarnoja et al. 2017 (arXiv 1702.08165), eq. 10, with a uniform proposal on [-1, 1]^d:
+The soft state value V(s) = alpha log ∫_box exp(Q(s, a)/alpha) da (Haarnoja et al. 2017,
+arXiv 1702.08165, eq. 10) with a uniform proposal on [-1, 1]^d is
 V(s) ≈ alpha [logsumexp_i Q(s, a_i)/alpha - log M + d log 2],  a_i ~ U([-1, 1]^d).
-
-Every estimator here evaluates Q once on a ``(batch, M, d)`` particle tensor (one forward pass
-per critic; the mixture estimator in two stages of M/2) and returns Z's importance weights
+Every particle estimator here evaluates Q once on a ``(batch, M, d)`` particle tensor (one forward
+pass per critic; the mixture estimator in two stages of M/2) and returns Z's importance weights
 exactly, so log Z is the log of an unbiased estimate of Z.
 """
 
@@ -48,6 +51,32 @@ def uniform_particles(
     return 2.0 * u - 1.0
 
 
+def log_mean_exp(log_w: Tensor, dim: int = -1) -> Tensor:
+    """log mean_i exp(log_w_i) along ``dim``, computed stably: the log of the importance-sampling
+    estimate of Z from log-weights log w_i = log f(x_i) - log q(x_i)."""
+    return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
+
+
+def importance_log_z(log_w: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log Z, stderr)`` per row of the log-weights ``(batch, n)``: log Z = log mean(w), and the
+    delta-method standard error of log Z, std(w) / (sqrt(n) mean(w))."""
+    w = torch.exp(log_w - log_w.max(dim=-1, keepdim=True).values)
+    stderr = w.std(dim=-1) / (math.sqrt(log_w.shape[-1]) * w.mean(dim=-1))
+    return log_mean_exp(log_w), stderr
+
+
+def log_mean_bounds(log_w: Tensor, n_std: float) -> tuple[float, float, float]:
+    """For a 1-D tensor of log-weights: ``log mean(w)`` and ``log(mean(w) -/+ n_std * se)``, computed
+    stably (the lower bound is -inf when mean - n_std * se <= 0)."""
+    m = log_w.max()
+    w = torch.exp(log_w - m)
+    mean = w.mean()
+    se = w.std(unbiased=True) / math.sqrt(len(w)) if len(w) > 1 else torch.zeros_like(mean)
+    low = mean - n_std * se
+    log_low = float(m + torch.log(low)) if low > 0 else -math.inf
+    return float(m + torch.log(mean)), log_low, float(m + torch.log(mean + n_std * se))
+
+
 def soft_value(q: Tensor, alpha: Tensor | float, log_proposal: Tensor | float) -> tuple[Tensor, Tensor]:
     """Soft value and Boltzmann-policy entropy from Q at M particles ``q`` ``(batch, M)`` drawn
     from proposals of log-density ``log_proposal`` (a float, e.g. -d log 2, or ``(batch, M)``).
@@ -57,9 +86,8 @@ def soft_value(q: Tensor, alpha: Tensor | float, log_proposal: Tensor | float) -
     self-normalised importance weights of the same particles (no extra network evaluation).
     Particles with Q = -inf (outside the box) get zero weight.
     """
-    m = q.shape[-1]
     logits = q / alpha - log_proposal
-    log_z = torch.logsumexp(logits, dim=-1) - math.log(m)
+    log_z = log_mean_exp(logits)
     weights = torch.softmax(logits, dim=-1)
     e_q = (weights * torch.where(torch.isfinite(q), q, 0.0)).sum(-1)
     return alpha * log_z, log_z - e_q / alpha
