@@ -1,8 +1,11 @@
-"""Batched MCMC samplers over (batch, chains, dim), all sharing the :class:`Sampler` interface."""
+"""Batched MCMC samplers over (batch, chains, dim), all sharing the :class:`Sampler` interface:
+explicit-state kernels (:class:`ChainState` in, :class:`ChainState` and :class:`StepInfo` out)
+run by one shared loop, eagerly or through torch.compile."""
 
-from ebrl.samplers.base import Sampler, SampleResult
+from ebrl.samplers.base import Sampler
 from ebrl.samplers.dfo import DerivativeFree
 from ebrl.samplers.langevin import Langevin
 from ebrl.samplers.mala import MALA
+from ebrl.samplers.state import ChainState, SampleResult, StepInfo
 
-__all__ = ["MALA", "DerivativeFree", "Langevin", "SampleResult", "Sampler"]
+__all__ = ["MALA", "ChainState", "DerivativeFree", "Langevin", "SampleResult", "Sampler", "StepInfo"]
