@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agents.common.safe_load import ModelFileError
-from experiments.config import ALGOS, ConfigError
+from experiments.config import ALGOS, ConfigError, positive_int
 
 ALLOW_PICKLE_HELP = "let the model file unpickle Python objects (runs code from the file: trusted files only)"
 
@@ -33,20 +33,12 @@ def _states(text: str) -> list[list[float]]:
         raise argparse.ArgumentTypeError(f"states must look like '0,0;2.5,2.5', got {text!r}") from exc
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ebrl", description="Energy-based RL: train, evaluate and plot agents.")
     common = _Parser(add_help=False)
-    common.add_argument("--threads", type=_positive, default=1,
+    common.add_argument("--threads", type=positive_int, default=1,
                         help="torch CPU threads (default 1: small MLPs run fastest on one thread, and "
                              "more threads oversubscribe a shared machine)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,plot}")
@@ -60,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-freq", type=int, default=None,
                    help="env steps between resumable checkpoints "
                         "(default: the config's, else 5000; 0: only on stop)")
-    t.add_argument("--total-timesteps", type=_positive, default=None,
+    t.add_argument("--total-timesteps", type=positive_int, default=None,
                    help="env steps (default: the config's n_timesteps, else 10000)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--config", default=None, help="YAML hyperparameters keyed by env id (rl-zoo format)")
@@ -73,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", parents=[common], help="evaluate a saved run (returns, goal histogram, GIF)")
     e.add_argument("run_dir")
-    e.add_argument("--n-episodes", type=_positive, default=20)
+    e.add_argument("--n-episodes", type=positive_int, default=20)
     e.add_argument("--deterministic", action="store_true", help="noise-free action search")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--no-gif", action="store_true", help="skip the GIF of the first episode")

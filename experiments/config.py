@@ -10,6 +10,7 @@ typo fails before the run directory exists.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import inspect
@@ -227,3 +228,14 @@ def load_run_config(run_dir: str | Path, require_model: bool = True) -> RunConfi
         return RunConfig(**data)
     except (yaml.YAMLError, TypeError) as exc:
         raise ConfigError(f"not a run directory: {path} is not an ebrl run config ({exc})") from exc
+
+
+def positive_int(text: str) -> int:
+    """argparse type of every count option (threads, timesteps, episodes, samples): an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value

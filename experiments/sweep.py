@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, RunConfig
+from experiments.config import ConfigError, RunConfig, positive_int
 from experiments.sweep_report import TrialResult, markdown_table, summarise, write_report
 from experiments.sweep_spec import SweepSpec, apply_params, load_sweep
 
@@ -273,14 +273,6 @@ def run_parallel(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[
 
 # ---------------------------------------------------------------- command line
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -288,9 +280,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="sweep file, e.g. experiments/sweeps/pendulum.yaml")
     parser.add_argument("--address", default=None,
                         help="join a running Ray cluster ('auto', or host:port); default: start Ray here")
-    parser.add_argument("--num-samples", type=_positive, default=None,
+    parser.add_argument("--num-samples", type=positive_int, default=None,
                         help="draws of the choice/uniform/loguniform dimensions (overrides the file)")
-    parser.add_argument("--max-concurrent", type=_positive, default=None,
+    parser.add_argument("--max-concurrent", type=positive_int, default=None,
                         help="at most this many trials at once (default: as many as the resources allow)")
     parser.add_argument("--resume", default=None, metavar="DIR",
                         help="continue an interrupted sweep in DIR with its first run's settings; "

@@ -209,9 +209,14 @@ class SQLPolicy(BasePolicy):
         self.use_proposal = bool(proposal)
         self.n_candidates = n_candidates
         self.defensive = defensive
+        self._build(lr_schedule, temperature, n_chains)
+
+    def _build(self, lr_schedule: Schedule, temperature: float, n_chains: int) -> None:
+        """The networks, their optimisers and the Boltzmann policy, from the checked settings."""
+        activation, n_critics, step_size = self.activation, self.n_critics, self.step_size
         self.features_extractor = self.make_features_extractor()
-        self.obs_dim = get_flattened_obs_dim(observation_space)
-        self.act_dim = int(action_space.shape[0])
+        self.obs_dim = get_flattened_obs_dim(self.observation_space)
+        self.act_dim = int(self.action_space.shape[0])
         self.critics = nn.ModuleList(
             StateActionEnergy(self.obs_dim, self.act_dim, self.net_arch, activation) for _ in range(n_critics)
         )
@@ -229,17 +234,17 @@ class SQLPolicy(BasePolicy):
             )
         # Not a registered submodule: it holds no parameters of its own.
         self.__dict__["_energy"] = (
-            PessimisticEnergy(self.critics) if policy_energy == "min" else self.critics[0]
+            PessimisticEnergy(self.critics) if self.policy_energy == "min" else self.critics[0]
         )
         self.boltzmann = BoltzmannPolicy(
             self._energy,
-            make_sampler(sampler, search_steps, step_size, sampler_kwargs),
+            make_sampler(self.sampler_kind, self.search_steps, step_size, self.sampler_kwargs),
             temperature=temperature,
             n_chains=n_chains,
             warm_start=self.warm_start,
             proposal=self.proposal,
-            n_candidates=n_candidates,
-            defensive=defensive,
+            n_candidates=self.n_candidates,
+            defensive=self.defensive,
         )
         # The MALA step scale the Boltzmann policy adapts between calls: a buffer, so that a saved
         # model acts (and its deterministic mode answers) exactly as before saving.

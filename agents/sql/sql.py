@@ -68,6 +68,17 @@ def parse_alpha(alpha: float | str) -> tuple[float, bool]:
     return check_positive_float("alpha", alpha), False
 
 
+def check_value_estimator(value_estimator: str, policy_kwargs: dict[str, Any] | None) -> str:
+    """One of ``ESTIMATORS``; ``"proposal"`` needs the policy's proposal."""
+    check_choice("value_estimator", value_estimator, ESTIMATORS)
+    if value_estimator == "proposal" and not (policy_kwargs or {}).get("proposal", True):
+        raise ValueError(
+            "value_estimator='proposal' needs the policy's proposal, but policy_kwargs has "
+            "proposal=False: choose value_estimator 'uniform', 'stratified' or 'mixture'"
+        )
+    return value_estimator
+
+
 def check_target_entropy(target_entropy: float | str) -> float | str:
     """``"auto"`` or a finite number (nats; negative is usual for continuous actions)."""
     if isinstance(target_entropy, str):
@@ -157,50 +168,29 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        # Every check runs before SB3 builds anything (ARCHITECTURE.md, "errors").
+        # Every check runs before SB3 builds anything (docs/architecture.md, "Errors").
         alpha_init, alpha_auto = parse_alpha(alpha)
         target_entropy = check_target_entropy(target_entropy)
         reward_scale = check_positive_float("reward_scale", reward_scale)
         n_particles = check_int("n_particles", n_particles, minimum=1)
-        check_choice("value_estimator", value_estimator, ESTIMATORS)
-        if value_estimator == "proposal" and not (policy_kwargs or {}).get("proposal", True):
-            raise ValueError(
-                "value_estimator='proposal' needs the policy's proposal, but policy_kwargs has "
-                "proposal=False: choose value_estimator 'uniform', 'stratified' or 'mixture'"
-            )
-        check_int("target_update_interval", target_update_interval, minimum=1)
-        check_int("proposal_update_interval", proposal_update_interval, minimum=1)
+        check_value_estimator(value_estimator, policy_kwargs)
+        for name, value in (("target_update_interval", target_update_interval),
+                            ("proposal_update_interval", proposal_update_interval)):
+            check_int(name, value, minimum=1)
         max_divergences = check_max_divergences(max_divergences)
         env = check_policy_and_env(
             policy, self.policy_aliases, SQLPolicy, policy_kwargs, env, check_action_space_box, verbose
         )
 
         super().__init__(
-            policy,
-            env,
-            learning_rate,
-            buffer_size,
-            learning_starts,
-            batch_size,
-            tau,
-            gamma,
-            train_freq,
-            gradient_steps,
-            action_noise,
-            replay_buffer_class=replay_buffer_class,
-            replay_buffer_kwargs=replay_buffer_kwargs,
-            optimize_memory_usage=optimize_memory_usage,
-            n_steps=n_steps,
-            policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            verbose=verbose,
-            device=device,
-            seed=seed,
-            sde_support=False,
-            supported_action_spaces=(spaces.Box,),
+            policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma,
+            train_freq, gradient_steps, action_noise,
+            replay_buffer_class=replay_buffer_class, replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage, n_steps=n_steps, policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose,
+            device=device, seed=seed, sde_support=False, supported_action_spaces=(spaces.Box,),
             support_multi_env=True,
-        )
+        )  # fmt: skip
         self.alpha = alpha
         self.target_entropy = target_entropy
         self.reward_scale = reward_scale
@@ -292,21 +282,7 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
 
             update_proposal = (self._n_updates + step) % self.proposal_update_interval == 0
             if proposal_optimizer is not None and update_proposal:
-                # Proposal: reverse KL to pi ∝ exp(-E/alpha), E_q[alpha log q + E] with the energy
-                # the Boltzmann policy samples (SAC's actor loss). Gradients only to phi: the
-                # critics' weight gradients are not even computed.
-                assert self.proposal is not None
-                actions, log_q = self.proposal.rsample(states.detach(), 1)
-                q_pi = -self.policy.energy(states.detach(), actions)
-                proposal_loss = (alpha * log_q - q_pi).mean()
-                proposal_optimizer.zero_grad()
-                proposal_loss.backward(inputs=list(self.proposal.parameters()))
-                # A non-finite proposal gradient skips the proposal's step only (counted).
-                if self._guard_check_grads(proposal_optimizer):
-                    proposal_optimizer.step()
-                    stats.setdefault("proposal_loss", []).append(proposal_loss.detach())
-                    stats.setdefault("proposal_entropy", []).append(-log_q.detach().mean())
-
+                self._proposal_step(proposal_optimizer, states.detach(), alpha, stats)
             if self.alpha_optimizer is not None:
                 # SAC's temperature loss with -log pi replaced by the Boltzmann entropy estimate.
                 alpha_loss = self.log_alpha * (entropy.mean() - self.target_entropy)
@@ -337,6 +313,28 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         if result is not None:
             for key, val in result.diagnostics().items():
                 self.logger.record(key, val)
+
+    def _proposal_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        states: torch.Tensor,
+        alpha: torch.Tensor,
+        stats: dict[str, list[torch.Tensor]],
+    ) -> None:
+        """One step of the proposal toward pi ∝ exp(-E/alpha): the reverse KL E_q[alpha log q + E]
+        with the energy the Boltzmann policy samples (SAC's actor loss). Gradients reach phi only:
+        the critics' weight gradients are not even computed."""
+        assert self.proposal is not None
+        actions, log_q = self.proposal.rsample(states, 1)
+        q_pi = -self.policy.energy(states, actions)
+        proposal_loss = (alpha * log_q - q_pi).mean()
+        optimizer.zero_grad()
+        proposal_loss.backward(inputs=list(self.proposal.parameters()))
+        # A non-finite proposal gradient skips the proposal's step only (counted).
+        if self._guard_check_grads(optimizer):
+            optimizer.step()
+            stats.setdefault("proposal_loss", []).append(proposal_loss.detach())
+            stats.setdefault("proposal_entropy", []).append(-log_q.detach().mean())
 
     def _store_transition(
         self,

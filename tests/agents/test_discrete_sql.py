@@ -16,14 +16,6 @@ from agents.discrete_sql import DiscreteSQLPolicy
 FAST = {"policy_kwargs": {"net_arch": (32, 32)}, "learning_starts": 50, "batch_size": 32, "train_freq": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("n_envs", [1, 4])
 def test_learn(n_envs: int) -> None:
     model = DiscreteSQL("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), seed=0, **FAST)

@@ -37,14 +37,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trained(name: str, seed: int = 0):
     algo, _, env_id, kwargs = CASES[name]
     model = algo(

@@ -30,14 +30,6 @@ def tiny_sql(env, policy_kwargs=None, **kwargs) -> SQL:
     return SQL("MlpPolicy", env, policy_kwargs={**TINY, **(policy_kwargs or {})}, **{**FAST, **kwargs})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "MountainCarContinuous-v0"])
 @pytest.mark.parametrize("n_envs", [1, 4])
 def test_learn(env_id: str, n_envs: int) -> None:

@@ -1,6 +1,5 @@
 """ebrl/Fork-v0: API checks, seeding, dynamics/reward/termination, the side reported, rendering, errors."""
 
-import warnings
 
 import gymnasium
 import numpy as np
@@ -12,14 +11,6 @@ import envs  # noqa: F401  (registers the ids)
 from envs.fork import LEFT, RIGHT, ForkEnv
 
 ENV_ID = "ebrl/Fork-v0"
-
-
-def assert_no_warnings(fn, *args, **kwargs):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = fn(*args, **kwargs)
-    assert not caught, [str(w.message) for w in caught]
-    return result
 
 
 def run(env, actions):
@@ -34,18 +25,18 @@ def run(env, actions):
     return np.stack(observations), np.array(rewards), info, False
 
 
-def test_registered_and_makes_without_warnings():
-    env = assert_no_warnings(gymnasium.make, ENV_ID)
+def test_registered_and_makes_without_warnings(no_warnings):
+    env = no_warnings(gymnasium.make, ENV_ID)
     assert env.spec.max_episode_steps == 30
     assert isinstance(env.unwrapped, ForkEnv)
     assert env.action_space.shape == (1,) and env.observation_space.dtype == np.float32
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"init_sigma": 0.3}])
-def test_gymnasium_and_sb3_env_checkers_pass_without_warnings(kwargs):
+def test_gymnasium_and_sb3_env_checkers_pass_without_warnings(kwargs, no_warnings):
     env = gymnasium.make(ENV_ID, **kwargs)
-    assert_no_warnings(gym_check_env, env.unwrapped)
-    assert_no_warnings(sb3_check_env, env.unwrapped, warn=True)
+    no_warnings(gym_check_env, env.unwrapped)
+    no_warnings(sb3_check_env, env.unwrapped, warn=True)
 
 
 def test_seeded_resets_reproduce_and_default_start_is_the_fork_point():

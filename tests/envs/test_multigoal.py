@@ -18,16 +18,8 @@ from envs.multigoal import MultiGoalEnv
 ENV_ID = "ebrl/MultiGoal-v0"
 
 
-def assert_no_warnings(fn, *args, **kwargs):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = fn(*args, **kwargs)
-    assert not caught, [str(w.message) for w in caught]
-    return result
-
-
-def test_registered_with_paper_horizon_and_makes_without_warnings():
-    env = assert_no_warnings(gymnasium.make, ENV_ID)
+def test_registered_with_paper_horizon_and_makes_without_warnings(no_warnings):
+    env = no_warnings(gymnasium.make, ENV_ID)
     assert env.spec.max_episode_steps == 30
     assert isinstance(env.unwrapped, MultiGoalEnv)
     assert env.observation_space.dtype == np.float32
@@ -57,15 +49,15 @@ def test_envs_imports_only_gymnasium_and_numpy():
     assert out.stdout.strip() == "[]"
 
 
-def test_reimport_does_not_reregister():
-    assert_no_warnings(importlib.reload, envs)
+def test_reimport_does_not_reregister(no_warnings):
+    no_warnings(importlib.reload, envs)
     assert ENV_ID in gymnasium.registry
 
 
-def test_gymnasium_and_sb3_env_checkers_pass_without_warnings():
+def test_gymnasium_and_sb3_env_checkers_pass_without_warnings(no_warnings):
     env = gymnasium.make(ENV_ID)
-    assert_no_warnings(gym_check_env, env.unwrapped)
-    assert_no_warnings(sb3_check_env, env.unwrapped, warn=True)
+    no_warnings(gym_check_env, env.unwrapped)
+    no_warnings(sb3_check_env, env.unwrapped, warn=True)
 
 
 def test_seeded_resets_and_episodes_reproduce():
