@@ -250,6 +250,42 @@ class AISResult:
         return self.log_z
 
 
+def _check_ais_args(n_runs: object, n_std: object, reverse_burn_in: object, generator: object) -> None:
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
+        raise ValueError(f"n_runs must be an int >= 1, got {n_runs!r}")
+    if isinstance(n_std, bool) or not isinstance(n_std, int | float) or not n_std >= 0:
+        raise ValueError(f"n_std must be a number >= 0, got {n_std!r}")
+    if isinstance(reverse_burn_in, bool) or not isinstance(reverse_burn_in, int) or reverse_burn_in < 0:
+        raise ValueError(f"reverse_burn_in must be an int >= 0, got {reverse_burn_in!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _reverse_ais(
+    path: AISPath,
+    b: Tensor,
+    n_runs: int,
+    reverse_init: Tensor | None,
+    burn_in: int,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Log-weights of reverse AIS (Burda et al. 2015): from approximate model samples (``reverse_init``,
+    or ``burn_in`` Gibbs steps at beta = 1 from the base model) down the schedule ``b`` to the base."""
+    if reverse_init is None:
+        x = path.sample_base(n_runs, generator)
+        for _ in range(burn_in):
+            x = path.transition(x, b[-1], generator)
+    else:
+        x = reverse_init.to(device=b.device, dtype=b.dtype)
+    log_w = torch.zeros(len(x), device=b.device, dtype=b.dtype)
+    for k in range(len(b) - 1, 0, -1):
+        lf = path.log_f(x, b[k - 1 : k + 1])
+        log_w += lf[0] - lf[1]
+        if k > 1:
+            x = path.transition(x, b[k - 1], generator, reverse=True)
+    return log_w
+
+
 def ais_log_z(
     model: Annealable,
     *,
@@ -288,14 +324,7 @@ def ais_log_z(
         An :class:`AISResult`; ``float(result)`` is the estimate of ``log Z``.
     """
     _check_model(model, Annealable, "AIS")
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
-        raise ValueError(f"n_runs must be an int >= 1, got {n_runs!r}")
-    if isinstance(n_std, bool) or not isinstance(n_std, int | float) or not n_std >= 0:
-        raise ValueError(f"n_std must be a number >= 0, got {n_std!r}")
-    if isinstance(reverse_burn_in, bool) or not isinstance(reverse_burn_in, int) or reverse_burn_in < 0:
-        raise ValueError(f"reverse_burn_in must be an int >= 0, got {reverse_burn_in!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    _check_ais_args(n_runs, n_std, reverse_burn_in, generator)
     _check_dtype(dtype)
     schedule = _resolve_betas(betas)
     path = model.ais_path(data=data, dtype=dtype)
@@ -331,18 +360,7 @@ def ais_log_z(
             n_betas=len(b) - 1,
         )
         if reverse:
-            if reverse_init is None:
-                x = path.sample_base(n_runs, generator)
-                for _ in range(reverse_burn_in):
-                    x = path.transition(x, b[-1], generator)
-            else:
-                x = reverse_init.to(device=device, dtype=dtype)
-            log_w_rev = torch.zeros(len(x), device=device, dtype=dtype)
-            for k in range(len(b) - 1, 0, -1):
-                lf = path.log_f(x, b[k - 1 : k + 1])
-                log_w_rev += lf[0] - lf[1]
-                if k > 1:
-                    x = path.transition(x, b[k - 1], generator, reverse=True)
+            log_w_rev = _reverse_ais(path, b, n_runs, reverse_init, reverse_burn_in, generator)
             rev_mean, _, _ = log_mean_bounds(log_w_rev, float(n_std))
             result.reverse_log_z = path.log_z_base - rev_mean
             result.reverse_log_weights = log_w_rev

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ebrl._validation import check_finite, check_int, check_positive_float, check_tensor
 from ebrl.atomic import atomic_write
@@ -49,6 +50,83 @@ def _check_data(energy: nn.Module, data: Any, context: Any) -> tuple[Tensor, Ten
             )
         check_finite("context", context)
     return data, context
+
+
+def _check_fit(
+    energy: nn.Module,
+    data: Tensor,
+    objective: Any,
+    context: Tensor | None,
+    optimizer: torch.optim.Optimizer | None,
+    lr: float,
+    weight_decay: float,
+) -> tuple[Tensor, Tensor | None, torch.optim.Optimizer]:
+    """Checked data and context, and the optimiser (AdamW(lr, weight_decay) when none is given)."""
+    if not isinstance(energy, nn.Module) or not any(True for _ in energy.parameters()):
+        raise TypeError(f"energy must be an nn.Module with parameters, got {type(energy).__name__}")
+    if not callable(getattr(objective, "loss", None)):
+        raise TypeError(
+            f"objective must have a loss(energy, x, context, generator) method, got {objective!r}"
+        )
+    data, context = _check_data(energy, data, context)
+    if optimizer is None:
+        lr = check_positive_float("lr", lr)
+        weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
+        optimizer = torch.optim.AdamW(energy.parameters(), lr=lr, weight_decay=weight_decay)
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch Optimizer or None, got {type(optimizer).__name__}")
+    return data, context, optimizer
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    """Row indices of minibatches, as epochs of random permutations (the rest of an epoch that
+    no longer fills a batch is skipped)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for pos in range(0, n - batch_size + 1, batch_size):
+            yield perm[pos : pos + batch_size]
+
+
+def _step(
+    energy: nn.Module,
+    objective: Any,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    context: Tensor | None,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor]:
+    """One gradient step on a batch; raises NonFiniteError (nothing stepped) on a non-finite loss."""
+    terms = objective.loss(energy, x, context, generator)
+    loss = terms["loss"]
+    if first_non_finite(loss=loss) is not None:
+        raise NonFiniteError(f"the loss is {float(loss.detach())}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return terms
+
+
+def _snapshot(energy: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> tuple[int, dict, dict]:
+    """The last good state: (step, parameters, optimiser state), deep copies."""
+    return step, copy.deepcopy(energy.state_dict()), copy.deepcopy(optimizer.state_dict())
+
+
+def _restored(
+    energy: nn.Module, optimizer: torch.optim.Optimizer, good: tuple[int, dict, dict], what: str
+) -> NonFiniteError:
+    """Put back the last good parameters and optimiser state; the error to raise, naming both."""
+    energy.load_state_dict(good[1])
+    optimizer.load_state_dict(good[2])
+    return NonFiniteError(
+        f"{what}. Parameters and optimiser state were restored from step {good[0]}, the last good snapshot"
+    )
+
+
+def _save(path: str | Path, energy: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """``{"energy", "optimizer", "step"}`` by torch.save, atomically: a crash while saving leaves the
+    previous checkpoint, never a truncated file."""
+    state = {"energy": energy.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def fit(
@@ -100,79 +178,35 @@ def fit(
     Returns:
         The list of recorded metrics dicts (each with ``"step"``).
     """
-    if not isinstance(energy, nn.Module) or not any(True for _ in energy.parameters()):
-        raise TypeError(f"energy must be an nn.Module with parameters, got {type(energy).__name__}")
-    if not callable(getattr(objective, "loss", None)):
-        raise TypeError(
-            f"objective must have a loss(energy, x, context, generator) method, got {objective!r}"
-        )
-    data, context = _check_data(energy, data, context)
-    n_steps = check_int("n_steps", n_steps, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    log_every = check_int("log_every", log_every, minimum=1)
-    guard_every = check_int("guard_every", guard_every, minimum=1)
-    if checkpoint_every is not None:
-        checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
-    if optimizer is None:
-        lr = check_positive_float("lr", lr)
-        weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
-        optimizer = torch.optim.AdamW(energy.parameters(), lr=lr, weight_decay=weight_decay)
-    elif not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch Optimizer or None, got {type(optimizer).__name__}")
-
-    n = data.shape[0]
-    batch_size = min(batch_size, n)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_steps, desc=f"fit {type(objective).__name__}", leave=False)
-    good = (0, copy.deepcopy(energy.state_dict()), copy.deepcopy(optimizer.state_dict()))
-    history: list[dict[str, float]] = []
-    perm, pos = torch.randperm(n, generator=generator), 0
-    for step in range(1, n_steps + 1):
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=generator), 0
-        idx = perm[pos : pos + batch_size].to(data.device)
-        pos += batch_size
-        try:
-            terms = objective.loss(energy, data[idx], None if context is None else context[idx], generator)
-            loss = terms["loss"]
-            if first_non_finite(loss=loss) is not None:
-                raise NonFiniteError(f"the loss is {float(loss.detach())}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        except NonFiniteError as err:
-            energy.load_state_dict(good[1])
-            optimizer.load_state_dict(good[2])
-            if bar is not None:
-                bar.close()
-            raise NonFiniteError(
-                f"training stopped at step {step} of {n_steps}: {err}. Parameters and optimiser state "
-                f"were restored from step {good[0]}, the last good snapshot"
-            ) from err
-        if step % guard_every == 0:
-            good = (step, copy.deepcopy(energy.state_dict()), copy.deepcopy(optimizer.state_dict()))
-        stop = False
-        if step % log_every == 0 or step == n_steps:
-            metrics = {"step": float(step)}
-            metrics.update({f"train/{k}": float(v.detach()) for k, v in terms.items()})
-            metrics.update(getattr(objective, "diagnostics", {}) or {})
-            history.append(metrics)
-            if bar is not None:
+    data, context, optimizer = _check_fit(energy, data, objective, context, optimizer, lr, weight_decay)
+    counts = dict(n_steps=n_steps, batch_size=batch_size, log_every=log_every, guard_every=guard_every)
+    n_steps, batch_size, log_every, guard_every = (check_int(k, v, minimum=1) for k, v in counts.items())
+    every = n_steps if checkpoint_every is None else checkpoint_every
+    every = check_int("checkpoint_every", every, minimum=1)
+    good, history = _snapshot(energy, optimizer, 0), []
+    batches = _batches(data.shape[0], min(batch_size, data.shape[0]), generator)
+    desc = f"fit {type(objective).__name__}"
+    with tqdm(total=n_steps, desc=desc, leave=False, disable=not progress) as bar:
+        for step in range(1, n_steps + 1):
+            idx = next(batches).to(data.device)
+            try:
+                terms = _step(energy, objective, optimizer, data[idx],
+                              None if context is None else context[idx], generator)
+            except NonFiniteError as err:
+                what = f"training stopped at step {step} of {n_steps}: {err}"
+                raise _restored(energy, optimizer, good, what) from err
+            if step % guard_every == 0:
+                good = _snapshot(energy, optimizer, step)
+            stop = False
+            if step % log_every == 0 or step == n_steps:
+                metrics = {"step": float(step), **{f"train/{k}": float(v.detach()) for k, v in terms.items()},
+                           **(getattr(objective, "diagnostics", {}) or {})}
+                history.append(metrics)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.4g}")
-            if callback is not None:
-                stop = bool(callback(step, metrics))
-        if bar is not None:
+                stop = callback is not None and bool(callback(step, metrics))
             bar.update(1)
-        due = stop or step == n_steps or (checkpoint_every is not None and step % checkpoint_every == 0)
-        if checkpoint is not None and due:
-            state = {"energy": energy.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-            # Atomic: a crash while saving leaves the previous checkpoint, never a truncated file.
-            atomic_write(checkpoint, lambda f, state=state: torch.save(state, f))
-        if stop:
-            break
-    if bar is not None:
-        bar.close()
+            if checkpoint is not None and (stop or step % every == 0 or step == n_steps):
+                _save(checkpoint, energy, optimizer, step)
+            if stop:
+                break
     return history
