@@ -179,9 +179,10 @@ def fit(
         The list of recorded metrics dicts (each with ``"step"``).
     """
     data, context, optimizer = _check_fit(energy, data, objective, context, optimizer, lr, weight_decay)
-    counts = dict(n_steps=n_steps, batch_size=batch_size, log_every=log_every, guard_every=guard_every)
-    n_steps, batch_size, log_every, guard_every = (check_int(k, v, minimum=1) for k, v in counts.items())
-    every = check_int("checkpoint_every", n_steps if checkpoint_every is None else checkpoint_every, minimum=1)
+    n_steps, batch_size, log_every, guard_every = (check_int(k, v, minimum=1) for k, v in dict(
+        n_steps=n_steps, batch_size=batch_size, log_every=log_every, guard_every=guard_every).items())
+    every = check_int("checkpoint_every", n_steps if checkpoint_every is None else checkpoint_every,
+                      minimum=1)
     good, history = _snapshot(energy, optimizer, 0), []
     batches = _batches(data.shape[0], min(batch_size, data.shape[0]), generator)
     desc = f"fit {type(objective).__name__}"
