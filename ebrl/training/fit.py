@@ -78,13 +78,13 @@ def _check_fit(
     return data, context, optimizer
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+def _batches(n: int, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[Tensor]:
     """Row indices of minibatches, as epochs of random permutations (the rest of an epoch that
     no longer fills a batch is skipped)."""
     while True:
         perm = torch.randperm(n, generator=generator)
         for pos in range(0, n - batch_size + 1, batch_size):
-            yield perm[pos : pos + batch_size]
+            yield perm[pos : pos + batch_size].to(device)
 
 
 def _step(
@@ -184,11 +184,10 @@ def fit(
     every = check_int("checkpoint_every", n_steps if checkpoint_every is None else checkpoint_every,
                       minimum=1)
     good, history = _snapshot(energy, optimizer, 0), []
-    batches = _batches(data.shape[0], min(batch_size, data.shape[0]), generator)
+    batches = _batches(data.shape[0], min(batch_size, data.shape[0]), generator, data.device)
     desc = f"fit {type(objective).__name__}"
     with tqdm(total=n_steps, desc=desc, leave=False, disable=not progress) as bar:
-        for step in range(1, n_steps + 1):
-            idx = next(batches).to(data.device)
+        for step, idx in zip(range(1, n_steps + 1), batches, strict=False):
             try:
                 terms = _step(energy, objective, optimizer, data[idx],
                               None if context is None else context[idx], generator)
