@@ -78,7 +78,9 @@ def _check_fit(
     return data, context, optimizer
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None, device: torch.device) -> Iterator[Tensor]:
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator | None, device: torch.device
+) -> Iterator[Tensor]:
     """Row indices of minibatches, as epochs of random permutations (the rest of an epoch that
     no longer fills a batch is skipped)."""
     while True:
