@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ebrl._validation import check_choice, check_int, check_tensor
+from ebrl.validation import check_choice, check_int, check_tensor
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,

@@ -8,19 +8,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_finite, check_fraction, check_int, check_positive_float, check_tensor
 from ebrl.energies import Energy, StateActionEnergy
 from ebrl.estimators import importance_log_z
 from ebrl.proposals import TanhGaussianProposal, defensive_sample
 from ebrl.samplers import Langevin, Sampler, SampleResult
-from ebrl.samplers.base import _FIXED_INIT_SEED
+from ebrl.samplers.base import FIXED_INIT_SEED
+from ebrl.validation import check_finite, check_fraction, check_int, check_positive_float, check_tensor
 
 # Gain of the between-call adaptation of the MALA step scale (see BoltzmannPolicy).
 STEP_ADAPT_GAIN = 0.05
 
 
 def default_sampler() -> Langevin:
-    """Langevin action search as in the reference soft Q-learning loop of ARCHITECTURE.md:
+    """Langevin action search as in the reference soft Q-learning loop (docs/architecture.md, "Samplers"):
     K = 20 steps with a polynomial step decay, moves clipped to a tenth of the box."""
     return Langevin(n_steps=20, step_size=0.1, step_size_final=1e-3, schedule="polynomial", move_clip=0.1)
 
@@ -196,7 +196,7 @@ class BoltzmannPolicy:
             # Starts at fixed quantiles of q_phi (its mode first): a deterministic function of the
             # state, and near the actions the critic was trained on. Uniform starts would let the
             # noise-free search find the spurious maxima a learned Q has far from its data.
-            fixed = torch.Generator(device="cpu").manual_seed(_FIXED_INIT_SEED)
+            fixed = torch.Generator(device="cpu").manual_seed(FIXED_INIT_SEED)
             xi = torch.randn((1, *shape[1:]), dtype=states.dtype, generator=fixed).to(states.device)
             xi[:, 0] = 0.0
             with torch.no_grad():

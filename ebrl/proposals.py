@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ebrl._validation import check_choice, check_int, check_tensor
 from ebrl.energies import ACTIVATIONS
+from ebrl.validation import check_choice, check_int, check_tensor
 
 # Actions are kept this far inside the box so that atanh stays finite in float32.
 _EDGE = 1e-6

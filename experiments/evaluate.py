@@ -145,18 +145,19 @@ def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 10) -> Path 
 
 class GoalEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps, evaluate stochastically and log ``eval/...`` scalars:
-    mean return and length, and for goal tasks the success rate, goal entropy and fractions."""
+    mean return and length, and for goal tasks the success rate, goal entropy and fractions.
+    ``next_eval`` is the step count of the next evaluation (saved with checkpoints on resume)."""
 
     def __init__(self, env_id: str, eval_freq: int, n_episodes: int, seed: int,
                  env_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.env_id, self.eval_freq, self.n_episodes, self.seed = env_id, eval_freq, n_episodes, seed
         self.env_kwargs = env_kwargs or {}
-        self._next = eval_freq
+        self.next_eval = eval_freq
 
     def _on_step(self) -> bool:
-        if self.eval_freq > 0 and self.num_timesteps >= self._next:
-            self._next += self.eval_freq
+        if self.eval_freq > 0 and self.num_timesteps >= self.next_eval:
+            self.next_eval += self.eval_freq
             result = evaluate(self.model, self.env_id, self.n_episodes, seed=self.seed + 10_000,
                               env_kwargs=self.env_kwargs)
             log_eval(self.logger, result, self.num_timesteps)

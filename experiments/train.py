@@ -200,13 +200,13 @@ def _run(model: BaseAlgorithm, cfg: RunConfig, run_dir: Path, logger: Logger, wa
     evaluator = None
     if cfg.eval_freq > 0:
         evaluator = GoalEvalCallback(cfg.env_id, cfg.eval_freq, cfg.n_eval_episodes, cfg.seed, cfg.env_kwargs)
-        evaluator._next = int(extra.get("eval_next", evaluator._next))
+        evaluator.next_eval = int(extra.get("eval_next", evaluator.next_eval))
     run_id = getattr(wandb_run, "id", None) or extra.get("wandb_run_id")
 
     def checkpoint_extra() -> dict[str, Any]:
         out: dict[str, Any] = {"wandb_run_id": run_id}
         if evaluator is not None:
-            out["eval_next"] = evaluator._next
+            out["eval_next"] = evaluator.next_eval
         return out
 
     stop = StopRequest()

@@ -2,7 +2,7 @@
 
 SB3 itself checks the action space with an ``assert`` deep inside ``BaseAlgorithm.__init__``;
 the agents check first and raise ``TypeError``/``ValueError`` naming the argument
-(ARCHITECTURE.md, "errors").
+(docs/architecture.md, "Errors").
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from agents.common.checks import (
 )
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
-from ebrl._validation import check_int, check_positive_float
+from ebrl.validation import check_int, check_positive_float
 
 SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")
 

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_discrete, check_observation_space
 from agents.sql.policies import check_net_arch
-from ebrl._validation import check_choice, check_positive_float
 from ebrl.energies import ACTIVATIONS
+from ebrl.validation import check_choice, check_positive_float
 
 
 class DiscreteSQLPolicy(BasePolicy):

@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_box, check_observation_space
 from ebrl import BoltzmannPolicy, Energy, StateActionEnergy
-from ebrl._validation import check_choice, check_finite, check_fraction, check_int, check_positive_float
 from ebrl.energies import ACTIVATIONS, PessimisticEnergy, ensemble_energy
 from ebrl.proposals import TanhGaussianProposal
 from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
+from ebrl.validation import check_choice, check_finite, check_fraction, check_int, check_positive_float
 
 SAMPLERS = ("langevin", "mala", "dfo")
 # Per-kind default first step size (for "dfo": the initial perturbation std, Implicit BC's 0.33).
@@ -38,7 +38,7 @@ def make_sampler(
     """Build the action search named by ``sampler`` (raises ValueError/TypeError on bad input).
 
     ``"langevin"``: Implicit BC's Langevin (Florence et al. 2021): polynomial step decay from
-    ``step_size`` to ``step_size_final`` (default 1e-3, the reference loop of ARCHITECTURE.md) and
+    ``step_size`` to ``step_size_final`` (default 1e-3; docs/architecture.md, "Samplers") and
     moves clipped to a tenth of the box. ``"mala"``: Metropolis-adjusted, exact for the truncated
     Boltzmann density, with the first quarter of the steps adapting the step size.
     ``"dfo"``: derivative-free iterative resampling; ``step_size`` is its initial noise std.

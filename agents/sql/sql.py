@@ -42,9 +42,9 @@ from agents.common.checks import (
 )
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.sql.policies import MlpPolicy, SQLPolicy
-from ebrl._validation import check_choice, check_int, check_positive_float
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample
+from ebrl.validation import check_choice, check_int, check_positive_float
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
 

@@ -1,7 +1,7 @@
 """Argument checks shared by the Boltzmann machines.
 
 Every check raises before any state changes, with a message that names the argument, what was
-given and what is accepted (ARCHITECTURE.md, "errors").
+given and what is accepted (docs/architecture.md, "Errors").
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
 
 
 def resolve_device(device: Any) -> torch.device:
-    """``None`` means CPU; ``"auto"`` picks CUDA when present (ARCHITECTURE.md, device and dtype)."""
+    """``None`` means CPU; ``"auto"`` picks CUDA when present (docs/architecture.md, "Device and dtype")."""
     if device is None:
         return torch.device("cpu")
     if device == "auto":

@@ -20,8 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_positive_float, check_tensor
 from ebrl.energies import Energy
+from ebrl.validation import check_positive_float, check_tensor
 
 EnergyFn = Callable[[Tensor], Tensor]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_finite, check_fraction, check_int, check_positive_float
 from ebrl.energies import Energy
 from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy
 from ebrl.policy import BoltzmannPolicy
+from ebrl.validation import check_finite, check_fraction, check_int, check_positive_float
 
 
 class AnomalyScorer:

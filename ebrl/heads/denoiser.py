@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_choice, check_finite, check_int, check_positive_float
 from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy, check_sigma, input_grad, noise_context
+from ebrl.validation import check_choice, check_finite, check_int, check_positive_float
 
 
 class Denoiser:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_int, check_positive_float, check_tensor
 from ebrl.energies import Energy
 from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy
 from ebrl.samplers import Langevin, Sampler, SampleResult
+from ebrl.validation import check_int, check_positive_float, check_tensor
 
 
 class Generator:

@@ -16,7 +16,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_choice, check_int, check_positive_float
 from ebrl.energies import Energy
 from ebrl.samplers.state import (
     ChainState,
@@ -32,6 +31,7 @@ from ebrl.samplers.state import (
     reflect,
     step_schedule,
 )
+from ebrl.validation import check_choice, check_int, check_positive_float
 
 # The kernels' vocabulary is importable from here too (the samplers and user kernels do).
 __all__ = [
@@ -45,7 +45,7 @@ Init = Literal["uniform", "persistent"] | Tensor
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Deterministic mode starts every search from the same points, whatever the caller's RNG state.
-_FIXED_INIT_SEED = 0
+FIXED_INIT_SEED = 0
 
 
 class Sampler(ABC):
@@ -284,7 +284,7 @@ class Sampler(ABC):
                 )
             step_size = step_size.detach()
         if deterministic:
-            generator = torch.Generator(device=x0.device).manual_seed(_FIXED_INIT_SEED)
+            generator = torch.Generator(device=x0.device).manual_seed(FIXED_INIT_SEED)
         result = self.run_chains(energy_fn, x0, temperature, generator, deterministic, step_size)
         if not deterministic:
             # Only a finished run replaces the persistent chains (a failed one leaves them as they were).
@@ -338,7 +338,7 @@ class Sampler(ABC):
         if deterministic:
             # One fixed set of starting points shared by every batch row: the answer for a state
             # must not depend on which row of the batch it sits in.
-            fixed = torch.Generator(device="cpu").manual_seed(_FIXED_INIT_SEED)
+            fixed = torch.Generator(device="cpu").manual_seed(FIXED_INIT_SEED)
             start = self.uniform((1, *shape[1:]), dtype=dtype, generator=fixed).to(device)
             return start.expand(shape).clone()
         x0 = self.uniform(shape, device, dtype, generator)

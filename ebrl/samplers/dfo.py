@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_fraction, check_positive_float
 from ebrl.samplers.base import ChainState, Draws, EnergyFn, Sampler, StepInfo, check_energy_shape
+from ebrl.validation import check_fraction, check_positive_float
 
 
 class DerivativeFree(Sampler):

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_choice, check_fraction, check_positive_float
 from ebrl.samplers.base import (
     ChainState,
     Draws,
@@ -18,6 +17,7 @@ from ebrl.samplers.base import (
     reflect,
     step_schedule,
 )
+from ebrl.validation import check_choice, check_fraction, check_positive_float
 
 
 class Langevin(Sampler):

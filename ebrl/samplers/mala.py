@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_fraction, check_int, check_positive_float
 from ebrl.samplers.base import ChainState, Draws, EnergyFn, Sampler, StepInfo, energy_and_grad
+from ebrl.validation import check_fraction, check_int, check_positive_float
 
 # Deterministic search: per-chain step growth after an improving move, shrink after a failed one.
 _GROW, _SHRINK = math.log(1.5), math.log(0.5)

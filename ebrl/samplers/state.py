@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_positive_float
 from ebrl.errors import NonFiniteError, first_non_finite
+from ebrl.validation import check_positive_float
 
 EnergyFn = Callable[[Tensor], Tensor]
 # A step's random numbers and per-step constants, by name (see Sampler.draw).

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ebrl._validation import check_finite, check_int, check_positive_float, check_tensor
 from ebrl.atomic import atomic_write
 from ebrl.errors import NonFiniteError, first_non_finite
+from ebrl.validation import check_finite, check_int, check_positive_float, check_tensor
 
 MetricsHook = Callable[[int, dict[str, float]], bool | None]
 

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ebrl._validation import check_fraction, check_int, check_positive_float
 from ebrl.errors import NonFiniteError
 from ebrl.heads._protocol import EnergyLike, as_energy, check_sigma, input_grad, noise_context
 from ebrl.samplers import Langevin, Sampler
+from ebrl.validation import check_fraction, check_int, check_positive_float
 
 
 class ContrastiveDivergence:

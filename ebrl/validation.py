@@ -1,7 +1,7 @@
 """Argument checks for the public boundary.
 
 Every check raises before any state changes, with a message that names the argument, what was
-given and what is accepted (ARCHITECTURE.md, "errors").
+given and what is accepted (docs/architecture.md, "Errors").
 """
 
 from __future__ import annotations
