@@ -211,6 +211,7 @@ class WandbRunRecords:
 
     @property
     def metric_names(self) -> set[str]:
+        """Every metric name logged in the run, sorted."""
         return {k for row in self.history for k in row if not k.startswith("_")}
 
 

@@ -62,10 +62,12 @@ class Energy(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
+        """Where the parameters live."""
         return next(self.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
         return next(self.parameters()).dtype
 
 
@@ -349,10 +351,12 @@ class PessimisticEnergy(Energy):
 
     @property
     def device(self) -> torch.device:
+        """Where the members' parameters live."""
         return self.members[0].device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The members' parameters' dtype."""
         return self.members[0].dtype
 
     def forward(self, states: Tensor, actions: Tensor) -> Tensor:

@@ -86,7 +86,9 @@ class AISPath(Protocol):
 
 @runtime_checkable
 class Annealable(Protocol):
-    def ais_path(self, data: Tensor | None = None, dtype: torch.dtype | None = None) -> AISPath: ...
+    def ais_path(self, data: Tensor | None = None, dtype: torch.dtype | None = None) -> AISPath:
+        """The model's annealing path for :func:`ais_log_z` (base model, log f_beta, transitions)."""
+        ...
 
 
 def _check_model(model: object, protocol: type, what: str) -> None:

@@ -100,10 +100,12 @@ class BoltzmannPolicy:
 
     @property
     def act_dim(self) -> int:
+        """d, the action dimension (the energy's x dimension)."""
         return self.energy.x_dim
 
     @property
     def obs_dim(self) -> int:
+        """The state dimension (the energy's context dimension)."""
         return self.energy.context_dim
 
     def _states(self, states: Tensor) -> tuple[Tensor, bool]:

@@ -99,6 +99,7 @@ def from_plain(obj: Any) -> Any:
 
 
 def is_plain(value: Any) -> bool:
+    """Whether ``value`` is plain data that :func:`to_plain` can encode bit-exactly."""
     try:
         to_plain(value)
     except NotPlainError:

@@ -45,6 +45,7 @@ GUARD_SNAPSHOT_EVERY = 100
 
 
 def check_max_divergences(max_divergences: int) -> int:
+    """``max_divergences`` as an int >= 1 (consecutive failures the guard allows)."""
     if isinstance(max_divergences, bool) or not isinstance(max_divergences, int) or max_divergences < 1:
         raise ValueError(f"max_divergences must be an integer >= 1, got {max_divergences!r}")
     return max_divergences

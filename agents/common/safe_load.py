@@ -101,6 +101,7 @@ def space_to_plain(space: spaces.Space) -> dict[str, Any] | None:
 
 
 def space_from_plain(obj: dict[str, Any]) -> spaces.Space:
+    """The Gymnasium space described by :func:`space_to_plain`'s output (no unpickling)."""
     kind = obj["type"]
     if kind == "Box":
         return spaces.Box(from_plain(obj["low"]), from_plain(obj["high"]), dtype=np.dtype(obj["dtype"]))

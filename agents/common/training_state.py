@@ -90,6 +90,7 @@ def capture_env(env: Any) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def restore_env(env: Any, layers: list[dict[str, Any]]) -> None:
+    """Put the env's saved state (RNG states, wrappers' counters) back after a resume."""
     actual = _layers(env)
     if [type(x).__name__ for x in actual] != [x["type"] for x in layers]:
         raise CheckpointError(

@@ -86,6 +86,7 @@ class DiscreteSQLPolicy(BasePolicy):
 
     @property
     def temperature(self) -> float:
+        """alpha, the Boltzmann temperature of the softmax policy (a float)."""
         return float(self.log_temperature.exp())
 
     def _get_constructor_parameters(self) -> dict[str, Any]:

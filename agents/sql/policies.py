@@ -82,6 +82,7 @@ def resolve_search_steps(search_steps: int, n_steps: int | None) -> int:
 
 
 def check_net_arch(net_arch: Sequence[int]) -> list[int]:
+    """``net_arch`` as a list of hidden widths (a non-empty sequence of ints >= 1)."""
     if isinstance(net_arch, int | str) or not isinstance(net_arch, Sequence) or len(net_arch) == 0:
         raise TypeError(f"net_arch must be a non-empty sequence of ints, got {net_arch!r}")
     return [check_int("net_arch[i]", h, minimum=1) for h in net_arch]
@@ -290,9 +291,11 @@ class SQLPolicy(BasePolicy):
 
     @property
     def temperature(self) -> float:
+        """alpha, the Boltzmann policy's temperature (a float; kept in the ``log_temperature`` buffer)."""
         return float(self.log_temperature.exp())
 
     def set_temperature(self, log_alpha: Tensor) -> None:
+        """Set alpha from ``log alpha`` (SQL's learned temperature) in the buffer and the Boltzmann policy."""
         with torch.no_grad():
             self.log_temperature.copy_(log_alpha.reshape(()))
         self.boltzmann.temperature = self.temperature

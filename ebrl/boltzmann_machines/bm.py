@@ -124,10 +124,12 @@ class BoltzmannMachine(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the parameters live."""
         return self.couplings.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
         return self.couplings.dtype
 
     def _groups(self, reverse: bool = False) -> list[slice]:
@@ -368,9 +370,11 @@ class BMAISPath:
         self.log_z_base = float(nn.functional.softplus(base).sum())
 
     def sample_base(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` exact draws of the base model p_A (independent units)."""
         return bernoulli(torch.sigmoid(self.base).expand(n, -1), generator)
 
     def log_f(self, x: Tensor, betas: Tensor) -> Tensor:
+        """log f_beta(x) of the states ``x`` at each inverse temperature in ``betas``, ``(len(betas), n)``."""
         model_term = 0.5 * ((x @ self.J) * x).sum(-1) + x @ self.a
         beta = betas[:, None]
         return (1.0 - beta) * (x @ self.base) + beta * model_term
@@ -379,6 +383,7 @@ class BMAISPath:
         self, x: Tensor, beta: Tensor, generator: torch.Generator | None, reverse: bool = False
     ) -> Tensor:
         # A systematic scan; its time reversal (for reverse AIS) is the scan in the opposite order.
+        """One Gibbs sweep leaving p_beta invariant (``reverse`` sweeps in the opposite order)."""
         groups = self.model._groups(reverse=reverse)
         return self.model._sweep(x.clone(), groups, generator, (self.J, self.a), self.base, beta)
 

@@ -71,10 +71,12 @@ class DBN(nn.Module):
 
     @property
     def n_visible(self) -> int | None:
+        """Number of visible units of the bottom RBM."""
         return self.rbms[0].n_visible
 
     @property
     def n_layers(self) -> int:
+        """Number of stacked RBMs."""
         return len(self.rbms)
 
     def fit(self, X: Any, generator: torch.Generator | None = None) -> DBN:

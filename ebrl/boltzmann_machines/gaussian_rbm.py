@@ -145,12 +145,14 @@ class GaussianAISPath:
         self.log_z_base = float(gauss) + self.W.shape[1] * math.log(2.0)
 
     def sample_base(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` exact draws of the base model p_A."""
         noise = torch.randn(
             (n, self.state_size), generator=generator, device=self.W.device, dtype=self.W.dtype
         )
         return self.m + self.sigma * noise
 
     def log_f(self, x: Tensor, betas: Tensor) -> Tensor:
+        """log f_beta(v) with the hidden units summed out, at each beta in ``betas``."""
         quad_a = ((x - self.m) ** 2 / (2.0 * self.sigma**2)).sum(-1)
         quad_b = ((x - self.b) ** 2 / (2.0 * self.sigma**2)).sum(-1)
         pre = (x / self.sigma) @ self.W + self.c
@@ -161,6 +163,7 @@ class GaussianAISPath:
     def transition(
         self, x: Tensor, beta: Tensor, generator: torch.Generator | None, reverse: bool = False
     ) -> Tensor:
+        """One block-Gibbs step (h | v, then v | h) leaving p_beta invariant."""
         check_generator(generator)
         h = bernoulli(torch.sigmoid(beta * ((x / self.sigma) @ self.W + self.c)), generator=generator)
         mean = (1.0 - beta) * self.m + beta * (self.b + self.sigma * (h @ self.W.T))

@@ -234,9 +234,11 @@ class BernoulliAISPath:
         self.log_z_base = float(nn.functional.softplus(self.b_a).sum()) + self.W.shape[1] * math.log(2.0)
 
     def sample_base(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` exact draws of the base-rate model p_A."""
         return bernoulli(torch.sigmoid(self.b_a).expand(n, -1), generator=generator)
 
     def log_f(self, x: Tensor, betas: Tensor) -> Tensor:
+        """log f_beta(v) with the hidden units summed out, at each beta in ``betas``."""
         pre = x @ self.W + self.c
         lin_a, lin_b = x @ self.b_a, x @ self.b
         beta = betas[:, None]
@@ -247,6 +249,7 @@ class BernoulliAISPath:
         self, x: Tensor, beta: Tensor, generator: torch.Generator | None, reverse: bool = False
     ) -> Tensor:
         # The marginal chain v -> h -> v is reversible, so reverse AIS uses the same step.
+        """One block-Gibbs step (h | v, then v | h) leaving p_beta invariant."""
         check_generator(generator)
         h = bernoulli(torch.sigmoid(beta * (x @ self.W + self.c)), generator=generator)
         logits = (1.0 - beta) * self.b_a + beta * (h @ self.W.T + self.b)

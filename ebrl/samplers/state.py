@@ -107,11 +107,13 @@ class NonFiniteTracker:
         self._values: list[Tensor] = []
 
     def update(self, step: int, **sums: Tensor) -> None:
+        """Record one scalar sum per named quantity at ``step`` (no host sync)."""
         for name, value in sums.items():
             self._records.append((step, name))
             self._values.append(value)
 
     def check(self, sampler: str, n_steps: int) -> None:
+        """Raise NonFiniteError naming the first non-finite quantity and its step (one host sync)."""
         bad = first_non_finite(**{str(i): v for i, v in enumerate(self._values)})
         if bad is not None:
             step, name = self._records[int(bad)]
@@ -122,6 +124,7 @@ class NonFiniteTracker:
 
 
 def check_energy_shape(e: Tensor, x: Tensor) -> None:
+    """Raise ValueError unless ``e`` has shape ``x.shape[:-1]`` (one energy per point)."""
     if e.shape != x.shape[:-1]:
         raise ValueError(
             f"the energy must map x of shape {tuple(x.shape)} to shape {tuple(x.shape[:-1])}, "

@@ -25,7 +25,10 @@ class Objective(Protocol):
 
     def loss(
         self, energy: Any, x: Tensor, context: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]: ...
+    ) -> dict[str, Tensor]:
+        """Loss terms for one batch (``terms["loss"]`` is minimised) of data ``x`` with optional
+        ``context``; ``generator`` drives any sampling."""
+        ...
 
 
 def _check_data(energy: nn.Module, data: Any, context: Any) -> tuple[Tensor, Tensor | None]:
