@@ -16,6 +16,8 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.type_aliases import GymEnv
 
+from ebrl.validation import check_fraction, check_int, check_positive_float
+
 # Spaces that SB3's preprocess_obs + flatten turn into one flat float vector (the energy's state).
 FLAT_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -56,7 +58,8 @@ def check_action_space_box(action_space: spaces.Space) -> spaces.Box:
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ValueError(
             f"action_space must be a bounded Box (finite low and high) for SQL, got {action_space}; "
-            "wrap the env with gymnasium.wrappers.RescaleAction or ClipAction"
+            "give it finite bounds, e.g. gymnasium.wrappers.TransformAction(env, lambda a: SCALE * a, "
+            "gymnasium.spaces.Box(-1.0, 1.0, shape)) (ClipAction and RescaleAction need a bounded space)"
         )
     if not np.all(low < high):
         raise ValueError(f"action_space must have low < high on every coordinate, got {action_space}")
@@ -132,3 +135,45 @@ def check_policy_and_env(
         check_observation_space(observation_space)
         check_action_space(action_space)
     return env
+
+
+def check_off_policy_args(
+    learning_rate: Any,
+    buffer_size: Any,
+    learning_starts: Any,
+    batch_size: Any,
+    tau: Any,
+    gamma: Any,
+    train_freq: Any,
+    gradient_steps: Any,
+) -> None:
+    """SB3's off-policy arguments, checked before SB3 builds anything (SB3 itself accepts
+    ``batch_size="big"`` or ``gamma=1.5`` and fails later inside numpy or torch, or, for
+    ``batch_size=0``, trains silently while skipping every update).
+
+    Args:
+        learning_rate: a number > 0 or a schedule (a callable of the remaining progress).
+        buffer_size: replay capacity, an int >= 1.
+        learning_starts: env steps before learning, an int >= 0.
+        batch_size: transitions per gradient step, an int >= 1.
+        tau: Polyak coefficient, in (0, 1].
+        gamma: discount, in [0, 1].
+        train_freq: an int >= 1, or ``(n, "step" | "episode")`` with n >= 1.
+        gradient_steps: gradient steps per rollout, an int >= 1, or -1 (as many as env steps).
+    """
+    if not callable(learning_rate):
+        check_positive_float("learning_rate", learning_rate)
+    check_int("buffer_size", buffer_size, minimum=1)
+    check_int("learning_starts", learning_starts, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    check_fraction("tau", tau, allow_none=False)
+    if check_positive_float("gamma", gamma, allow_zero=True) > 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {gamma!r}")
+    if isinstance(train_freq, tuple):
+        if len(train_freq) != 2 or train_freq[1] not in ("step", "episode"):
+            raise ValueError(f"train_freq must be an int or (n, 'step' | 'episode'), got {train_freq!r}")
+        check_int("train_freq[0]", train_freq[0], minimum=1)
+    else:
+        check_int("train_freq", train_freq, minimum=1)
+    if gradient_steps != -1:
+        check_int("gradient_steps", gradient_steps, minimum=1)

@@ -25,10 +25,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.common.checks import (
-    check_action_space_discrete,
-    check_policy_and_env,
-)
+from agents.common.checks import check_action_space_discrete, check_off_policy_args, check_policy_and_env
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
 from ebrl.validation import check_int, check_positive_float
@@ -94,6 +91,8 @@ class DiscreteSQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        check_off_policy_args(learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
+                              gradient_steps)
         alpha = check_positive_float("alpha", alpha)
         reward_scale = check_positive_float("reward_scale", reward_scale)
         check_int("target_update_interval", target_update_interval, minimum=1)

@@ -36,10 +36,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.common.checks import (
-    check_action_space_box,
-    check_policy_and_env,
-)
+from agents.common.checks import check_action_space_box, check_off_policy_args, check_policy_and_env
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
@@ -169,6 +166,8 @@ class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         # Every check runs before SB3 builds anything (docs/architecture.md, "Errors").
+        check_off_policy_args(learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
+                              gradient_steps)
         alpha_init, alpha_auto = parse_alpha(alpha)
         target_entropy = check_target_entropy(target_entropy)
         reward_scale = check_positive_float("reward_scale", reward_scale)
