@@ -220,132 +220,6 @@ CASES: list[Case] = [
         "n_particles",
     ),
     (
-        "SQL batch_size='big'",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", batch_size="big"),
-        TypeError,
-        "batch_size",
-    ),
-    (
-        "SQL batch_size=0",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", batch_size=0),
-        ValueError,
-        "batch_size",
-    ),
-    (
-        "SQL gamma='0.99'",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", gamma="0.99"),
-        TypeError,
-        "gamma",
-    ),
-    (
-        "SQL gamma=1.5",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", gamma=1.5),
-        ValueError,
-        "gamma",
-    ),
-    (
-        "SQL tau='x'",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", tau="x"),
-        TypeError,
-        "tau",
-    ),
-    (
-        "SQL buffer_size=-1",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", buffer_size=-1),
-        ValueError,
-        "buffer_size",
-    ),
-    (
-        "SQL learning_rate=0.0",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", learning_rate=0.0),
-        ValueError,
-        "learning_rate",
-    ),
-    (
-        "SQL train_freq=0",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", train_freq=0),
-        ValueError,
-        "train_freq",
-    ),
-    (
-        "SQL gradient_steps=0",
-        None,
-        lambda c: SQL("MlpPolicy", "Pendulum-v1", gradient_steps=0),
-        ValueError,
-        "gradient_steps",
-    ),
-    (
-        "DiscreteSQL batch_size='big'",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", batch_size="big"),
-        TypeError,
-        "batch_size",
-    ),
-    (
-        "DiscreteSQL batch_size=0",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", batch_size=0),
-        ValueError,
-        "batch_size",
-    ),
-    (
-        "DiscreteSQL gamma='0.99'",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", gamma="0.99"),
-        TypeError,
-        "gamma",
-    ),
-    (
-        "DiscreteSQL gamma=1.5",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", gamma=1.5),
-        ValueError,
-        "gamma",
-    ),
-    (
-        "DiscreteSQL tau='x'",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", tau="x"),
-        TypeError,
-        "tau",
-    ),
-    (
-        "DiscreteSQL buffer_size=-1",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", buffer_size=-1),
-        ValueError,
-        "buffer_size",
-    ),
-    (
-        "DiscreteSQL learning_rate=0.0",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", learning_rate=0.0),
-        ValueError,
-        "learning_rate",
-    ),
-    (
-        "DiscreteSQL train_freq=0",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", train_freq=0),
-        ValueError,
-        "train_freq",
-    ),
-    (
-        "DiscreteSQL gradient_steps=0",
-        None,
-        lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", gradient_steps=0),
-        ValueError,
-        "gradient_steps",
-    ),
-    (
         "SQL unknown value_estimator",
         None,
         lambda c: SQL("MlpPolicy", "Pendulum-v1", value_estimator="x"),
@@ -507,6 +381,20 @@ def snapshot(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
     }
 
+
+
+# SB3's off-policy arguments, checked by both agents before SB3 builds anything (issue 14).
+OFF_POLICY_BAD = [
+    ("batch_size", "big", TypeError), ("batch_size", 0, ValueError), ("gamma", "0.99", TypeError),
+    ("gamma", 1.5, ValueError), ("tau", "x", TypeError), ("buffer_size", -1, ValueError),
+    ("learning_rate", 0.0, ValueError), ("train_freq", 0, ValueError), ("gradient_steps", 0, ValueError),
+]
+CASES += [
+    (f"{algo.__name__} {arg}={value!r}", None,
+     lambda c, algo=algo, env=env, arg=arg, value=value: algo("MlpPolicy", env, **{arg: value}), error, arg)
+    for algo, env in ((SQL, "Pendulum-v1"), (DiscreteSQL, "CartPole-v1"))
+    for arg, value, error in OFF_POLICY_BAD
+]  # fmt: skip
 
 def _id(case: Case | object) -> str:
     values = getattr(case, "values", case)
