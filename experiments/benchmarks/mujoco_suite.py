@@ -99,6 +99,13 @@ def algo_kwargs(algo: str, sac_learning_starts: int = SAC_LEARNING_STARTS) -> di
     return {"learning_starts": sac_learning_starts}
 
 
+# Keywords renamed without a change of value keep their old name in the hash, and deprecated
+# aliases (default None) are left out, so that runs made before a rename still count as runs of the
+# same defaults (issue 13 renamed the policy's MCMC step count n_steps -> search_steps).
+RENAMED = {"SQLPolicy.search_steps": "SQLPolicy.n_steps"}
+DEPRECATED = {"SQLPolicy.n_steps"}
+
+
 def sql_source_text() -> str:
     """SQL's effective defaults: every keyword default of ``SQL`` and of its policy (whatever the
     file they live in), so that changing a default invalidates old SQL runs while editing comments
@@ -108,10 +115,10 @@ def sql_source_text() -> str:
     from agents.sql import SQL, SQLPolicy
 
     defaults = {
-        f"{cls.__name__}.{name}": repr(p.default)
+        RENAMED.get(f"{cls.__name__}.{name}", f"{cls.__name__}.{name}"): repr(p.default)
         for cls in (SQL, SQLPolicy)
         for name, p in inspect.signature(cls.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
+        if p.default is not inspect.Parameter.empty and f"{cls.__name__}.{name}" not in DEPRECATED
     }
     return json.dumps(defaults, sort_keys=True)
 
