@@ -16,13 +16,9 @@ from torch import Tensor, nn
 from ebrl.validation import check_choice, check_int, check_tensor
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "softplus": nn.Softplus,
-}
+    "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh,
+    "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
+}  # fmt: skip
 
 EnergyFn = Callable[[Tensor], Tensor]
 

@@ -47,16 +47,9 @@ FORMAT = 1
 TRUSTED_MODULES = ("agents.", "stable_baselines3.", "sb3_contrib.")
 # Pickled entries that _setup_model rebuilds, or that a freshly loaded model does not need.
 REBUILT = {
-    "lr_schedule",
-    "exploration_schedule",
-    "_last_obs",
-    "_last_episode_starts",
-    "_last_original_obs",
-    "ep_info_buffer",
-    "ep_success_buffer",
-    "replay_buffer_class",
-    "action_noise",
-}
+    "lr_schedule", "exploration_schedule", "_last_obs", "_last_episode_starts", "_last_original_obs",
+    "ep_info_buffer", "ep_success_buffer", "replay_buffer_class", "action_noise",
+}  # fmt: skip
 OPT_IN = (
     "pass allow_pickle=True (command line: --allow-pickle) only if you trust the file: loading "
     "pickled entries runs code stored in it"
