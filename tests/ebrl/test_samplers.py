@@ -399,3 +399,13 @@ def test_compiled_steps_give_the_eager_samples(make):
 def test_compile_flag_is_checked():
     with pytest.raises(ValueError, match=r"compile must be True, False or one of .*, got 'yes'"):
         MALA(compile="yes")
+
+
+def test_deterministic_search_reports_no_acceptance_rate():
+    # The noise-free search is not an MH chain: it must not report an acceptance of 0.0 that reads
+    # like a broken sampler (issue 14), while the chain reports its real rate.
+    sampler = MALA(n_steps=20, step_size=0.05, adapt_steps=5)
+    chain = draw(sampler, gaussian_1d(0.0, 0.5), chains=64, dim=1, batch=2)
+    search = sampler.sample(gaussian_1d(0.0, 0.5), shape=(2, 64, 1), deterministic=True)
+    assert search.acceptance is None and "sampler/acceptance" not in search.diagnostics()
+    assert 0.3 < float(chain.acceptance) <= 1.0
