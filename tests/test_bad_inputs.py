@@ -383,6 +383,23 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 
+def _write(name: str, data: bytes) -> Callable[[], None]:
+    return lambda: Path(name).write_bytes(data)
+
+
+# Loading a corrupt or truncated file names the file and what is wrong (issue 14), and a NaN
+# observation is refused at DiscreteSQL's predict boundary.
+CASES += [
+    ("SQL.load: not a zip", _write("bad.zip", b"garbage"), lambda c: SQL.load("bad.zip"),
+     ModelFileError, "bad.zip"),
+    ("DiscreteSQL.load: truncated zip", _write("cut.zip", b"PK\x03\x04" + bytes(20)),
+     lambda c: DiscreteSQL.load("cut.zip"), ModelFileError, "cut.zip"),
+    ("DiscreteSQL.predict: NaN observation", None,
+     lambda c: DiscreteSQL("MlpPolicy", "CartPole-v1", **TINY).predict(np.full((4,), NAN, np.float32)),
+     ValueError, "observation"),
+]  # fmt: skip
+
+
 # SB3's off-policy arguments, checked by both agents before SB3 builds anything (issue 14).
 OFF_POLICY_BAD = [
     ("batch_size", "big", TypeError), ("batch_size", 0, ValueError), ("gamma", "0.99", TypeError),

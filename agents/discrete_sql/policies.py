@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from agents.common.checks import check_action_space_discrete, check_observation_space
 from agents.sql.policies import check_net_arch
 from ebrl.energies import ACTIVATIONS
-from ebrl.validation import check_choice, check_positive_float
+from ebrl.validation import check_choice, check_finite, check_positive_float
 
 
 class DiscreteSQLPolicy(BasePolicy):
@@ -110,6 +110,8 @@ class DiscreteSQLPolicy(BasePolicy):
         return self._predict(obs, deterministic=deterministic)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
+        # Checked at the boundary: a NaN state would otherwise fail inside torch's Categorical.
+        check_finite("observation", self.extract_features(observation, self.features_extractor))
         q = self.q_values(observation)
         if deterministic:
             return q.argmax(dim=1)

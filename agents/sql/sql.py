@@ -38,6 +38,7 @@ from stable_baselines3.common.utils import polyak_update
 
 from agents.common.checks import check_action_space_box, check_off_policy_args, check_policy_and_env
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
+from agents.common.safe_load import CheckedLoadMixin
 from agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample
@@ -87,7 +88,7 @@ def check_target_entropy(target_entropy: float | str) -> float | str:
     return float(target_entropy)
 
 
-class SQL(DivergenceGuardMixin, OffPolicyAlgorithm):
+class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
     """Soft Q-learning with an MCMC Boltzmann policy, for bounded Box action spaces.
 
     Args:
