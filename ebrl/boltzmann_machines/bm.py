@@ -123,6 +123,13 @@ class BoltzmannMachine(nn.Module):
         self._velocity = [torch.zeros_like(self.couplings), torch.zeros_like(self.bias)]
 
     @property
+    def effective_couplings(self) -> Tensor:
+        """The couplings the model uses: ``couplings * mask``. Entries the mask forbids (set by hand,
+        say) are ignored by every computation (energy, free energy, Gibbs, exact and AIS log Z), so
+        the mask is the one source of truth for the structure."""
+        return self.couplings * self.mask
+
+    @property
     def device(self) -> torch.device:
         """Where the parameters live."""
         return self.couplings.device
@@ -150,7 +157,7 @@ class BoltzmannMachine(nn.Module):
                     f"h must be a tensor of shape (..., {self.n_hidden}) for a model with hidden units"
                 )
             v = torch.cat([v, as_visible(h, "h", self.n_hidden, self.couplings, "n_hidden")], -1)
-        return -0.5 * ((v @ self.couplings) * v).sum(-1) - v @ self.bias
+        return -0.5 * ((v @ self.effective_couplings) * v).sum(-1) - v @ self.bias
 
     def free_energy(self, v: Tensor) -> Tensor:
         """``F(v) = -log sum_h exp(-E(v, h))``, shape ``v.shape[:-1]``; ``log p(v) = -F(v) - log Z``.
@@ -159,7 +166,7 @@ class BoltzmannMachine(nn.Module):
         (at most 2**20).
         """
         v = as_visible(v, "v", self.n_visible, self.couplings)
-        return self._free_energy(v, self.couplings, self.bias)
+        return self._free_energy(v, self.effective_couplings, self.bias)
 
     def _free_energy(self, v: Tensor, J: Tensor, a: Tensor) -> Tensor:
         nv = self.n_visible
@@ -192,7 +199,7 @@ class BoltzmannMachine(nn.Module):
     ) -> Tensor:
         """One Gibbs sweep over ``groups`` of ``(1-beta) base.x - beta E(x)`` (couplings, biases
         ``params``, default the model's), in place."""
-        J, a = (self.couplings, self.bias) if params is None else params
+        J, a = (self.effective_couplings, self.bias) if params is None else params
         for g in groups:
             field = x @ J[:, g] + a[g]
             if base is not None:
@@ -202,7 +209,7 @@ class BoltzmannMachine(nn.Module):
 
     def _mean_field(self, v: Tensor) -> Tensor:
         """Mean-field posterior ``q(h_j = 1) = mu_j`` by coordinate ascent (Salakhutdinov & Hinton 2009)."""
-        nv, J = self.n_visible, self.couplings
+        nv, J = self.n_visible, self.effective_couplings
         field = v @ J[:nv, nv:] + self.bias[nv:]
         mu = torch.sigmoid(field)
         if self.hidden_hidden:
@@ -246,9 +253,8 @@ class BoltzmannMachine(nn.Module):
         v = as_visible(v, "v", self.n_visible, self.couplings)
         flat = v.reshape(-1, self.n_visible)
         x = torch.cat([flat, self._mean_field(flat)], -1) if self.n_hidden else flat
-        return torch.sigmoid(x @ self.couplings[:, : self.n_visible] + self.bias[: self.n_visible]).reshape(
-            v.shape
-        )
+        logits = x @ self.effective_couplings[:, : self.n_visible] + self.bias[: self.n_visible]
+        return torch.sigmoid(logits).reshape(v.shape)
 
     # ----------------------------------------------------------------------------- training
     def fit(self, X: Any, generator: torch.Generator | None = None) -> BoltzmannMachine:
@@ -337,7 +343,7 @@ class BoltzmannMachine(nn.Module):
 
     def log_marginal(self, layer: str, states: Tensor) -> Tensor:
         """``-E`` for full states, ``-F`` for visible ones, the analogous sum for hidden ones."""
-        J, a, nv = self.couplings.to(states.dtype), self.bias.to(states.dtype), self.n_visible
+        J, a, nv = self.effective_couplings.to(states.dtype), self.bias.to(states.dtype), self.n_visible
         if layer == "all":
             return 0.5 * ((states @ J) * states).sum(-1) + states @ a
         if layer == "visible":
@@ -365,7 +371,7 @@ class BMAISPath:
 
     def __init__(self, model: BoltzmannMachine, base: Tensor) -> None:
         self.model, self.base = model, base
-        self.J, self.a = model.couplings.to(base.dtype), model.bias.to(base.dtype)
+        self.J, self.a = model.effective_couplings.to(base.dtype), model.bias.to(base.dtype)
         self.state_size = len(base)
         self.log_z_base = float(nn.functional.softplus(base).sum())
 
