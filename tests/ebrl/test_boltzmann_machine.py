@@ -171,10 +171,6 @@ def test_free_energy_refuses_too_many_interacting_hidden_units():
 def test_couplings_the_mask_forbids_are_ignored_everywhere():
     # One source of truth for the structure (issue 14): a coupling set by hand where the mask
     # forbids it changes neither energy() nor exact log Z, so the two keep agreeing.
-    import itertools
-
-    from ebrl.partition import exact_log_z
-
     bm = BoltzmannMachine(3, 2, visible_visible=False, hidden_hidden=False)
     states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=5)))
     before = bm.energy(states[:, :3], states[:, 3:]).clone()
