@@ -118,6 +118,8 @@ def _eval(args: argparse.Namespace) -> int:
     load_run_config(args.run_dir)
     s = eval_run(args.run_dir, args.n_episodes, args.deterministic, args.seed, gif=not args.no_gif,
                  allow_pickle=args.allow_pickle)
+    if s.get("gif_skipped"):
+        print(f"ebrl: GIF skipped: {s['gif_skipped']}", file=sys.stderr)
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"{s['episodes']} {mode} episodes: return {s['mean_return']:.2f} ± {s['std_return']:.2f}, "
           f"length {s['mean_length']:.1f}")

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from experiments.config import RunConfig, algo_class, load_run_config
+from experiments.config import ConfigError, RunConfig, algo_class, load_run_config
 from experiments.evaluate import EvalResult, evaluate, save_gif
 
 
@@ -60,6 +61,13 @@ def plot_run(
         env = gym.make(cfg.env_id, **cfg.env_kwargs)
         states = [env.reset(seed=cfg.seed)[0].tolist()]
         env.close()
+    obs_dim = int(np.prod(model.observation_space.shape))
+    for state in states:
+        if len(state) != obs_dim:
+            raise ConfigError(
+                f"--states: each state needs {obs_dim} numbers (an observation of {cfg.env_id}), "
+                f"got {len(state)} in {list(state)}"
+            )
     landscape = energy_landscape(
         model, states, out / "energy_landscape.png", title=f"energy over actions: {title}"
     )
@@ -75,15 +83,39 @@ def plot_run(
     return written
 
 
+def render_problem(env_id: str, env_kwargs: dict[str, Any]) -> str | None:
+    """Why the env cannot render ``rgb_array`` frames here (one line), or None when it can."""
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
+    except Exception as exc:  # an env without rgb_array rendering still gets its returns
+        return f"{env_id} cannot render frames ({exc})"
+    try:
+        env.reset(seed=0)
+        env.render()
+    except gym.error.DependencyNotInstalled as exc:
+        return f"{exc} (or pip install 'ebrl[render]')"
+    except Exception as exc:
+        return f"{env_id} cannot render frames ({type(exc).__name__}: {exc})"
+    finally:
+        env.close()
+    return None
+
+
 def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: int | None,
              gif: bool, allow_pickle: bool = False) -> dict[str, Any]:
     """Evaluate a saved run, write ``eval.json`` (and ``eval.gif`` of the first episode)."""
     cfg, model = load_model(run_dir, allow_pickle=allow_pickle)
     run_dir = Path(run_dir)
     seed = cfg.seed + 20_000 if seed is None else seed
+    gif_skipped = render_problem(cfg.env_id, cfg.env_kwargs) if gif else None
+    gif = gif and gif_skipped is None
     result = evaluate(model, cfg.env_id, n_episodes, seed=seed, deterministic=deterministic,
                       env_kwargs=cfg.env_kwargs, render=gif)
     summary = {"deterministic": deterministic, "seed": seed, **result.summary(), "returns": result.returns}
+    if gif_skipped is not None:
+        summary["gif_skipped"] = gif_skipped
     if gif:
         try:
             path = save_gif(result.frames, run_dir / "eval.gif")

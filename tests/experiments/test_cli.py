@@ -75,6 +75,32 @@ def test_eval_and_plot(sac_run: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert (sac_run / "plots" / "energy_landscape.png").is_file()
 
 
+def test_plot_states_of_the_wrong_size_is_one_line_exit_2(sac_run: Path, capsys) -> None:
+    assert run_cli(["plot", str(sac_run), "--states", "1,0,0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ebrl: error: --states: each state needs 2 numbers") and "\n" not in err
+
+
+def test_eval_without_a_renderer_skips_the_gif_in_one_line(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("gymnasium")
+    try:
+        import pygame  # noqa: F401
+
+        pytest.skip("pygame is installed here: Pendulum can render")
+    except ImportError:
+        pass
+    cfg = tiny_config(tmp_path, "sac", env_id="Pendulum-v1")
+    assert main(["train", "--algo", "sac", "--env-id", "Pendulum-v1", "--total-timesteps", "100",
+                 "--config", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert run_cli(["eval", str(run), "--n-episodes", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "1 stochastic episodes" in captured.out
+    assert captured.err.count("\n") == 1 and "GIF skipped" in captured.err and "pygame" in captured.err
+    assert "gif_skipped" in json.loads((run / "eval.json").read_text())
+
+
 def test_train_sql_one_dimensional_actions(tmp_path: Path) -> None:
     """SQL on the 1-D-action Fork task: the landscape is a curve with a histogram of samples."""
     cfg = tiny_config(tmp_path, "sql", env_id="ebrl/Fork-v0")
