@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from gymnasium import spaces
+from matplotlib.patches import Patch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from experiments.evaluate import EvalResult
@@ -112,7 +113,8 @@ def energy_landscape(
         return None
     dim = space.shape[0]
     device = model.device
-    fig, axes = plt.subplots(1, len(states), figsize=(3.8 * len(states), 3.6), squeeze=False)
+    # Wide enough for the title whatever the number of states (a single panel clipped it).
+    fig, axes = plt.subplots(1, len(states), figsize=(max(5.5, 4.2 * len(states)), 4.0), squeeze=False)
     lin = np.linspace(-1.0, 1.0, grid)
     for ax, state in zip(axes[0], states, strict=True):
         s = np.asarray(state, dtype=np.float32)
@@ -127,19 +129,22 @@ def energy_landscape(
                 e = fn(st, torch.as_tensor(a, device=device)).cpu().numpy()[0].reshape(grid, grid)
         samples = _policy_samples(model, s, n_samples)
         if dim == 1:
-            ax.plot(lin, e, color="C0", label="E(s, a) = -Q")
-            ax.set(xlabel="action", ylabel="energy")
+            line = ax.plot(lin, e, color="C0", label="E(s, a) = -Q")
+            ax.set(xlabel="action (normalised to [-1, 1])", ylabel="energy")
             twin = ax.twinx()
-            twin.hist(samples[:, 0], bins=40, range=(-1, 1), color="C3", alpha=0.4, label="samples")
+            twin.hist(samples[:, 0], bins=40, range=(-1, 1), color="C3", alpha=0.4)
             twin.set_yticks([])
-            ax.legend(loc="upper center", fontsize=8)
+            bars = Patch(color="C3", alpha=0.4, label=f"{len(samples)} policy samples (histogram)")
+            ax.legend(handles=[*line, bars], loc="upper center", fontsize=8)
         else:
             cs = ax.contourf(ax0, ax1, e, levels=20, cmap="viridis")
             fig.colorbar(cs, ax=ax, fraction=0.046, pad=0.04)
             ax.scatter(samples[:, 0], samples[:, 1], s=6, c="red", alpha=0.7, label="policy samples")
-            ax.set(xlabel="a[0]", ylabel="a[1]", xlim=(-1, 1), ylim=(-1, 1), aspect="equal")
+            ax.set(xlabel="a[0] (normalised)", ylabel="a[1] (normalised)", xlim=(-1, 1), ylim=(-1, 1),
+                   aspect="equal")
+            ax.legend(loc="upper right", fontsize=8)
         ax.set_title(f"s = {np.round(s.astype(np.float64), 2).tolist()}", fontsize=10)
-    fig.suptitle(title or "energy over actions (low = likely), with the sampler's samples")
+    fig.suptitle(title or "energy over actions (low = likely), with the sampler's samples", fontsize=11)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
