@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", parents=[common], help="evaluate a saved run (returns, goal histogram, GIF)")
     e.add_argument("run_dir")
     e.add_argument("--n-episodes", type=positive_int, default=20)
-    e.add_argument("--deterministic", action="store_true", help="noise-free action search")
+    mode = e.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                      help="noise-free action search (the default, as SB3's evaluate_policy)")
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false",
+                      help="act by sampling the Boltzmann policy")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--no-gif", action="store_true", help="skip the GIF of the first episode")
     e.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
@@ -126,7 +130,8 @@ def _eval(args: argparse.Namespace) -> int:
     if "goal_fractions" in s:
         print(f"  success {s['success_rate']:.0%}, goal fractions "
               f"{[round(f, 3) for f in s['goal_fractions']]}, entropy {s['goal_entropy']:.2f}")
-    print(f"  wrote {args.run_dir}/eval.json" + (f" and {s['gif']}" if s.get("gif") else ""))
+    print(f"  wrote {s['json']} (latest also in {args.run_dir}/eval.json)"
+          + (f" and {s['gif']}" if s.get("gif") else ""))
     return 0
 
 

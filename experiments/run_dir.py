@@ -105,7 +105,8 @@ def render_problem(env_id: str, env_kwargs: dict[str, Any]) -> str | None:
 
 def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: int | None,
              gif: bool, allow_pickle: bool = False) -> dict[str, Any]:
-    """Evaluate a saved run, write ``eval.json`` (and ``eval.gif`` of the first episode)."""
+    """Evaluate a saved run; write ``evals/<mode>-seed<seed>-n<episodes>.json``, a copy as the latest
+    ``eval.json``, and ``eval.gif`` of the first episode."""
     cfg, model = load_model(run_dir, allow_pickle=allow_pickle)
     run_dir = Path(run_dir)
     seed = cfg.seed + 20_000 if seed is None else seed
@@ -122,5 +123,11 @@ def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: in
         except Exception as exc:  # an env that cannot render still gets its returns
             path, summary["gif_error"] = None, repr(exc)
         summary["gif"] = str(path) if path else None
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    # One file per setting, so evaluations with other settings are kept; eval.json is the latest.
+    mode = "deterministic" if deterministic else "stochastic"
+    path = run_dir / "evals" / f"{mode}-seed{seed}-n{n_episodes}.json"
+    path.parent.mkdir(exist_ok=True)
+    summary["json"] = str(path)
+    for target in (path, run_dir / "eval.json"):
+        target.write_text(json.dumps(summary, indent=2))
     return summary

@@ -64,11 +64,16 @@ def test_train_writes_a_complete_run(sac_run: Path, capsys: pytest.CaptureFixtur
 
 
 def test_eval_and_plot(sac_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["eval", str(sac_run), "--n-episodes", "3"]) == 0
+    assert run_cli(["eval", str(sac_run), "--n-episodes", "3", "--stochastic"]) == 0
     out = capsys.readouterr().out
     assert "3 stochastic episodes" in out
     result = json.loads((sac_run / "eval.json").read_text())
     assert result["episodes"] == 3 and len(result["returns"]) == 3
+    # Deterministic is the default, and a second evaluation keeps the first one's file.
+    assert run_cli(["eval", str(sac_run), "--n-episodes", "2", "--no-gif"]) == 0
+    assert "2 deterministic episodes" in capsys.readouterr().out
+    kept = sorted(p.name for p in (sac_run / "evals").iterdir())
+    assert kept == ["deterministic-seed20003-n2.json", "stochastic-seed20003-n3.json"]
     assert (sac_run / "eval.gif").stat().st_size > 0
     (sac_run / "plots" / "energy_landscape.png").unlink()
     assert run_cli(["plot", str(sac_run), "--states", "0,0;1,1"]) == 0
@@ -96,7 +101,7 @@ def test_eval_without_a_renderer_skips_the_gif_in_one_line(tmp_path: Path, capsy
     capsys.readouterr()
     assert run_cli(["eval", str(run), "--n-episodes", "1"]) == 0
     captured = capsys.readouterr()
-    assert "1 stochastic episodes" in captured.out
+    assert "1 deterministic episodes" in captured.out
     assert captured.err.count("\n") == 1 and "GIF skipped" in captured.err and "pygame" in captured.err
     assert "gif_skipped" in json.loads((run / "eval.json").read_text())
 
