@@ -22,7 +22,7 @@ import struct
 import time
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,11 +89,14 @@ def _has_credentials() -> bool:
 
 def init_wandb(
     config: Mapping[str, Any], project: str, name: str, directory: str | os.PathLike[str],
-    run_id: str | None = None,
+    run_id: str | None = None, group: str | None = None, tags: Sequence[str] = (),
+    job_type: str | None = None,
 ) -> Any | None:
     """Start a W&B run, offline unless credentials exist or ``WANDB_MODE`` says otherwise.
 
     ``run_id``: continue that run (``ebrl train --resume``: the same id, ``resume="allow"``).
+    ``group``, ``tags``, ``job_type``: W&B's run grouping (``ebrl train`` passes the env id, the
+    algorithm and sampler, and ``"train"``), so that runs can be compared in the W&B UI.
 
     Returns the run, or None (with one warning) when W&B is disabled or fails to start, so that
     the caller trains on with local logs.
@@ -113,6 +116,9 @@ def init_wandb(
             dir=str(directory),
             mode=mode,
             reinit="finish_previous",
+            group=group,
+            tags=list(tags) or None,
+            job_type=job_type,
             **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
     except Exception as exc:
@@ -208,6 +214,9 @@ class WandbRunRecords:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    group: str = ""
+    tags: list[str] = field(default_factory=list)
+    job_type: str = ""
 
     @property
     def metric_names(self) -> set[str]:
@@ -259,6 +268,7 @@ def _parse(data: bytes) -> tuple[WandbRunRecords, bool]:
             add_config(rec.config.update)
         elif kind == "run":
             add_config(rec.run.config.update)
+            out.group, out.tags, out.job_type = rec.run.run_group, list(rec.run.tags), rec.run.job_type
         elif kind == "summary":
             out.summary.update({_item_key(i): _item_value(i) for i in rec.summary.update})
         elif kind == "artifact":

@@ -15,6 +15,7 @@ RNG states, counters, envs and W&B run id.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 import signal
@@ -109,12 +110,40 @@ class _AppendingCSV(CSVOutputFormat):
             self.file.flush()
 
 
-def _wandb_start(cfg: RunConfig, run_dir: Path, project: str, logger: Logger,
+def resolved_hyperparams(model: BaseAlgorithm) -> dict[str, Any]:
+    """Every constructor setting the model actually runs with (defaults included): the algorithm's
+    keyword arguments and the policy's, as plain values (schedules and classes by name)."""
+
+    def plain(value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return getattr(value, "__name__", type(value).__name__)
+
+    skip = ("self", "policy", "env", "policy_kwargs", "_init_setup_model")
+    out = {name: plain(getattr(model, name)) for name in inspect.signature(type(model).__init__).parameters
+           if name not in skip and hasattr(model, name)}
+    given = model.policy_kwargs or {}
+    out["policy_kwargs"] = {
+        name: plain(given.get(name, p.default))
+        for name, p in inspect.signature(type(model.policy).__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty or name in given
+    }
+    return out
+
+
+def _wandb_start(cfg: RunConfig, run_dir: Path, project: str, logger: Logger, model: BaseAlgorithm,
                  run_id: str | None = None) -> Any:
     from agents.wandb_logger import attach, init_wandb
 
-    run = init_wandb(cfg.to_dict(), project=project, name=run_dir.name,
-                     directory=os.environ.get("WANDB_DIR") or run_dir, run_id=run_id)
+    resolved = resolved_hyperparams(model)
+    sampler = resolved["policy_kwargs"].get("sampler")
+    run = init_wandb({**cfg.to_dict(), "resolved": resolved}, project=project, name=run_dir.name,
+                     directory=os.environ.get("WANDB_DIR") or run_dir, run_id=run_id, group=cfg.env_id,
+                     tags=[cfg.algo, *([f"sampler:{sampler}"] if sampler else [])], job_type="train")
     if run is not None:
         attach(logger, run)
     return run
@@ -145,9 +174,12 @@ def train(
     model = build_model(cfg, verbose=verbose)
     run_dir = new_run_dir(runs_dir, cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # config.yaml is what the run was asked for (resume reads it); this is what it runs with.
+    resolved = yaml.safe_dump(resolved_hyperparams(model), sort_keys=False)
+    (run_dir / "resolved_hyperparams.yaml").write_text(resolved)
     logger = _logger(run_dir, verbose, None)
     model.set_logger(logger)
-    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger) if track else None
+    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger, model) if track else None
     return _run(model, cfg, run_dir, logger, wandb_run, progress_bar, callbacks, {}, reset=True)
 
 
@@ -189,7 +221,7 @@ def resume(
     run_id = extra.get("wandb_run_id")
     if track is None:
         track = run_id is not None
-    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger, run_id=run_id) if track else None
+    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger, model, run_id=run_id) if track else None
     print(f"resuming {run_dir} from step {step} ({latest.name})")
     return _run(model, cfg, run_dir, logger, wandb_run, progress_bar, callbacks, extra, reset=False)
 

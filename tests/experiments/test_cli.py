@@ -57,6 +57,9 @@ def test_train_writes_a_complete_run(sac_run: Path, capsys: pytest.CaptureFixtur
     cfg = yaml.safe_load((sac_run / "config.yaml").read_text())
     assert cfg["algo"] == "sac" and cfg["total_timesteps"] == 150 and cfg["seed"] == 3
     assert cfg["hyperparams"]["policy_kwargs"] == {"net_arch": [16, 16]}
+    resolved = yaml.safe_load((sac_run / "resolved_hyperparams.yaml").read_text())
+    assert resolved["batch_size"] == 32 and resolved["learning_starts"] == 50 and resolved["gamma"] == 0.99
+    assert resolved["policy_kwargs"]["net_arch"] == [16, 16]
     header = (sac_run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"rollout/ep_rew_mean", "train/actor_loss", "eval/mean_reward", "eval/goal_entropy"} <= set(header)
     summary = json.loads((sac_run / "summary.json").read_text())

@@ -36,6 +36,12 @@ def test_offline_run_records_metrics_and_config(tmp_path: Path, monkeypatch: pyt
     assert records.config["algo"] == "sql"
     assert records.config["env_id"] == "ebrl/MultiGoal-v0"
     assert records.config["hyperparams"]["n_particles"] == 4
+    # The settings the run really used (defaults included), and W&B's grouping (issue 14).
+    resolved = records.config["resolved"]
+    assert resolved["n_particles"] == 4 and resolved["alpha"] == "auto" and resolved["batch_size"] == 32
+    assert resolved["policy_kwargs"]["search_steps"] == 3 and resolved["policy_kwargs"]["sampler"] == "mala"
+    assert (records.group, records.job_type) == ("ebrl/MultiGoal-v0", "train")
+    assert set(records.tags) == {"sql", "sampler:mala"}
     assert any(name.startswith("model-") for name in records.artifacts)
     # history steps are env steps (num_timesteps), not dump counts
     steps = [row["_step"] for row in records.history if "rollout/ep_rew_mean" in row]
