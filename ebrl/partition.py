@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ebrl.estimators import log_mean_bounds
 
@@ -252,7 +253,10 @@ class AISResult:
         return self.log_z
 
 
-def _check_ais_args(n_runs: object, n_std: object, reverse_burn_in: object, generator: object) -> None:
+def _check_ais_args(
+    n_runs: object, n_std: object, reverse_burn_in: object, generator: object, dtype: object
+) -> None:
+    _check_dtype(dtype)
     if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"n_runs must be an int >= 1, got {n_runs!r}")
     if isinstance(n_std, bool) or not isinstance(n_std, int | float) or not n_std >= 0:
@@ -300,6 +304,7 @@ def ais_log_z(
     reverse_burn_in: int = 1000,
     dtype: torch.dtype = torch.float64,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> AISResult:
     """Estimate ``log Z`` by annealed importance sampling (Neal 2001; Salakhutdinov & Murray 2008).
 
@@ -321,13 +326,13 @@ def ais_log_z(
         reverse_burn_in: Gibbs steps that make the reverse start states when ``reverse_init`` is None.
         dtype: precision of the annealing (float64 by default: thousands of small increments).
         generator: random source, for reproducible runs.
+        progress: show a progress bar over the temperatures (14,500 by default).
 
     Returns:
         An :class:`AISResult`; ``float(result)`` is the estimate of ``log Z``.
     """
     _check_model(model, Annealable, "AIS")
-    _check_ais_args(n_runs, n_std, reverse_burn_in, generator)
-    _check_dtype(dtype)
+    _check_ais_args(n_runs, n_std, reverse_burn_in, generator, dtype)
     schedule = _resolve_betas(betas)
     path = model.ais_path(data=data, dtype=dtype)
     if reverse_init is not None and (
@@ -344,7 +349,7 @@ def ais_log_z(
     with torch.no_grad(), small_batch_threads(n_runs * path.state_size):
         x = path.sample_base(n_runs, generator)
         log_w = torch.zeros(n_runs, device=device, dtype=dtype)
-        for k in range(1, len(b)):
+        for k in tqdm(range(1, len(b)), desc="AIS", unit="beta", leave=False, disable=not progress):
             lf = path.log_f(x, b[k - 1 : k + 1])
             log_w += lf[1] - lf[0]
             if k < len(b) - 1:

@@ -76,12 +76,16 @@ def evaluate(
     deterministic: bool = False,
     env_kwargs: dict[str, Any] | None = None,
     render: bool = False,
+    progress: bool = False,
 ) -> EvalResult:
     """Run ``n_episodes`` episodes in lockstep; episode i is reset with seed ``seed + i``.
 
     ``deterministic=False`` samples the policy (the stochastic evaluation of the benchmarks).
-    With ``render`` the first episode's ``rgb_array`` frames are kept.
+    With ``render`` the first episode's ``rgb_array`` frames are kept. ``progress`` shows a bar
+    of finished episodes.
     """
+    from tqdm.auto import tqdm
+
     import envs  # noqa: F401  (registers ebrl/...)
 
     kwargs = dict(env_kwargs or {})
@@ -99,6 +103,7 @@ def evaluate(
     saw_goal = False
     frames = [env_list[0].render()] if render else []
     live = np.ones(n_episodes, dtype=bool)
+    bar = tqdm(total=n_episodes, desc=f"evaluate {env_id}", unit="episode", leave=False, disable=not progress)
     while live.any():
         idx = np.flatnonzero(live)
         actions, _ = model.predict(obs[idx], deterministic=deterministic)
@@ -118,6 +123,8 @@ def evaluate(
                 frames.append(env_list[0].render())
             if term or trunc:
                 live[i] = False
+                bar.update(1)
+    bar.close()
     n_goals = _n_goals(env_list[0]) if saw_goal else 0
     for e in env_list:
         e.close()

@@ -75,7 +75,7 @@ def plot_run(
         written.append(landscape)
     if result is None:
         result = evaluate(model, cfg.env_id, max(cfg.n_eval_episodes, 50), seed=cfg.seed + 10_000,
-                          env_kwargs=cfg.env_kwargs)
+                          env_kwargs=cfg.env_kwargs, progress=True)
     paths = trajectories(result, cfg.env_id, out / "trajectories.png",
                          title=f"{title}: {len(result.returns)} stochastic episodes")
     if paths is not None:
@@ -113,7 +113,7 @@ def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: in
     gif_skipped = render_problem(cfg.env_id, cfg.env_kwargs) if gif else None
     gif = gif and gif_skipped is None
     result = evaluate(model, cfg.env_id, n_episodes, seed=seed, deterministic=deterministic,
-                      env_kwargs=cfg.env_kwargs, render=gif)
+                      env_kwargs=cfg.env_kwargs, render=gif, progress=True)
     summary = {"deterministic": deterministic, "seed": seed, **result.summary(), "returns": result.returns}
     if gif_skipped is not None:
         summary["gif_skipped"] = gif_skipped

@@ -268,7 +268,7 @@ def _run(model: BaseAlgorithm, cfg: RunConfig, run_dir: Path, logger: Logger, wa
     save_model(model, run_dir / "model.zip")
 
     result = evaluate(model, cfg.env_id, cfg.n_eval_episodes, seed=cfg.seed + 10_000,
-                      deterministic=False, env_kwargs=cfg.env_kwargs)
+                      deterministic=False, env_kwargs=cfg.env_kwargs, progress=progress_bar)
     log_eval(logger, result, model.num_timesteps)
     summary = {"algo": cfg.algo, "env_id": cfg.env_id, "seed": cfg.seed, "timesteps": model.num_timesteps,
                "train_seconds": round(train_s, 1), "final_eval_stochastic": result.summary()}

@@ -1,4 +1,4 @@
-"""Checks on environments and spaces, run before an algorithm creates any state.
+"""Checks run before an algorithm creates any state: environments, spaces, SB3 arguments, model files.
 
 SB3 itself checks the action space with an ``assert`` deep inside ``BaseAlgorithm.__init__``;
 the agents check first and raise ``TypeError``/``ValueError`` naming the argument
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.type_aliases import GymEnv
 
+from agents.common.safe_load import inspect_model_file
 from ebrl.validation import check_fraction, check_int, check_positive_float
 
 # Spaces that SB3's preprocess_obs + flatten turn into one flat float vector (the energy's state).
@@ -177,3 +179,18 @@ def check_off_policy_args(
         check_int("train_freq", train_freq, minimum=1)
     if gradient_steps != -1:
         check_int("gradient_steps", gradient_steps, minimum=1)
+
+
+class CheckedLoadMixin:
+    """``load`` that checks the file first (``inspect_model_file``: a readable zip with intact
+    checksums and the entries of an SB3 model), so that a corrupt or truncated file raises
+    ``ModelFileError`` naming the file and what is wrong, not SB3's bare "No data found" or
+    "wasn't a zip-file". The load itself is SB3's (it unpickles: use ``safe_load`` for files
+    you do not trust)."""
+
+    @classmethod
+    def load(cls, path: Any, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``load`` after the file check (file-like objects are passed through unchecked)."""
+        if isinstance(path, str | Path):
+            inspect_model_file(path)
+        return super().load(path, *args, **kwargs)  # type: ignore[misc]

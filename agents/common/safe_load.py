@@ -395,17 +395,3 @@ def safe_load(
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
 
-
-class CheckedLoadMixin:
-    """``load`` that checks the file first (:func:`inspect_model_file`: a readable zip with intact
-    checksums and the entries of an SB3 model), so that a corrupt or truncated file raises
-    :class:`ModelFileError` naming the file and what is wrong, not SB3's bare "No data found" or
-    "wasn't a zip-file". The load itself is SB3's (it unpickles: use :func:`safe_load` for files
-    you do not trust)."""
-
-    @classmethod
-    def load(cls, path: Any, *args: Any, **kwargs: Any) -> Any:
-        """SB3's ``load`` after the file check (file-like objects are passed through unchecked)."""
-        if isinstance(path, str | Path):
-            inspect_model_file(path)
-        return super().load(path, *args, **kwargs)  # type: ignore[misc]

@@ -25,9 +25,13 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.common.checks import check_action_space_discrete, check_off_policy_args, check_policy_and_env
+from agents.common.checks import (
+    CheckedLoadMixin,
+    check_action_space_discrete,
+    check_off_policy_args,
+    check_policy_and_env,
+)
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from agents.common.safe_load import CheckedLoadMixin
 from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
 from ebrl.validation import check_int, check_positive_float
 

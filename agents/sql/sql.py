@@ -36,9 +36,13 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.common.checks import check_action_space_box, check_off_policy_args, check_policy_and_env
+from agents.common.checks import (
+    CheckedLoadMixin,
+    check_action_space_box,
+    check_off_policy_args,
+    check_policy_and_env,
+)
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from agents.common.safe_load import CheckedLoadMixin
 from agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample
