@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agents.common.safe_load import ModelFileError
-from experiments.config import ALGOS, ConfigError, positive_int
+from experiments.config import ALGOS, RUN_KNOBS, ConfigError, positive_int
 
 ALLOW_PICKLE_HELP = "let the model file unpickle Python objects (runs code from the file: trusted files only)"
 
@@ -49,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gymnasium id, e.g. ebrl/MultiGoal-v0 or Pendulum-v1 (required unless --resume)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its latest checkpoint (with --total-timesteps: train further)")
-    t.add_argument("--checkpoint-freq", type=int, default=None,
-                   help="env steps between resumable checkpoints "
-                        "(default: the config's, else 5000; 0: only on stop)")
+    for name, knob in RUN_KNOBS.items():
+        if knob.cli:
+            t.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                           help=f"{knob.help} (default: the config's, else {knob.default})")
     t.add_argument("--total-timesteps", type=positive_int, default=None,
                    help="env steps (default: the config's n_timesteps, else 10000)")
     t.add_argument("--seed", type=int, default=0)
@@ -103,8 +104,6 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         if not args.algo or not args.env_id:
             raise ConfigError("train needs --algo and --env-id (or --resume RUN_DIR)")
-        if args.checkpoint_freq is not None and args.checkpoint_freq < 0:
-            raise ConfigError(f"--checkpoint-freq must be >= 0, got {args.checkpoint_freq}")
         cfg = resolve(args.algo, args.env_id, args.seed, args.total_timesteps, args.config, args.device,
                       checkpoint_freq=args.checkpoint_freq)
         train(cfg, runs_dir=args.runs_dir, track=args.track, wandb_project=args.wandb_project,

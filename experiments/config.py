@@ -29,12 +29,32 @@ ALGOS: dict[str, tuple[str, str]] = {
     "sac": ("stable_baselines3", "SAC"),
     "dqn": ("stable_baselines3", "DQN"),
 }
-RUN_KEYS = {"n_timesteps", "policy", "n_envs", "env_kwargs", "eval_freq", "n_eval_episodes",
-            "checkpoint_freq"}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A run-level integer setting, declared once: its default, its lower bound, its help text, and
+    whether ``ebrl train`` also has it as an option (``--checkpoint-freq``) that overrides the
+    config file. :class:`RunConfig`'s fields, the accepted config keys, the checks in
+    :func:`resolve` and the command-line options all come from :data:`RUN_KNOBS`."""
+
+    default: int
+    minimum: int
+    help: str
+    cli: bool = False
+
+
+RUN_KNOBS: dict[str, Knob] = {
+    "n_envs": Knob(1, 1, "parallel envs (DummyVecEnv)"),
+    "eval_freq": Knob(0, 0, "env steps between evaluations during training (0: none)"),
+    "n_eval_episodes": Knob(20, 1, "episodes per evaluation"),
+    "checkpoint_freq": Knob(5_000, 0, "env steps between resumable checkpoints (0: only on stop)", cli=True),
+}
+# Run-level config keys (not constructor arguments): the knobs, the budget, the policy and env kwargs.
+RUN_KEYS = {"n_timesteps", "policy", "env_kwargs", *RUN_KNOBS}
 # Set by the command line or by the run itself, never by a config file.
 RESERVED = {"env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
 DEFAULT_TIMESTEPS = 10_000
-DEFAULT_CHECKPOINT_FREQ = 5_000
 
 
 class ConfigError(ValueError):
@@ -51,13 +71,13 @@ class RunConfig:
     total_timesteps: int
     device: str = "auto"
     policy: str = "MlpPolicy"
-    n_envs: int = 1
+    n_envs: int = RUN_KNOBS["n_envs"].default
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    eval_freq: int = 0
-    n_eval_episodes: int = 20
+    eval_freq: int = RUN_KNOBS["eval_freq"].default
+    n_eval_episodes: int = RUN_KNOBS["n_eval_episodes"].default
     hyperparams: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None
-    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ  # env steps between checkpoints (0: only on stop)
+    checkpoint_freq: int = RUN_KNOBS["checkpoint_freq"].default
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -161,7 +181,8 @@ def resolve(
     device: str = "auto",
     checkpoint_freq: int | None = None,
 ) -> RunConfig:
-    """Check the algo, env id and config keys, and merge file and command line (command line wins)."""
+    """Check the algo, env id and config keys, and merge file and command line (command line wins:
+    ``total_timesteps`` and the :data:`RUN_KNOBS` with ``cli=True``, here ``checkpoint_freq``)."""
     cls = algo_class(algo)
     check_env_id(env_id)
     params = load_hyperparams(config_file, env_id)
@@ -178,14 +199,13 @@ def resolve(
         raise ConfigError(f"total timesteps must be an integer, got {steps!r}")
     if int(steps) < 1:
         raise ConfigError(f"total timesteps must be >= 1, got {steps}")
-    freq = run.get("checkpoint_freq", DEFAULT_CHECKPOINT_FREQ) if checkpoint_freq is None else checkpoint_freq
-    if isinstance(freq, bool) or not isinstance(freq, int) or freq < 0:
-        raise ConfigError(f"checkpoint_freq must be an integer >= 0 (env steps; 0: only on stop), "
-                          f"got {freq!r}")
-    for key, least in (("n_envs", 1), ("eval_freq", 0), ("n_eval_episodes", 1)):
-        value = run.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise ConfigError(f"{key} must be an integer >= {least}, got {value!r}")
+    if checkpoint_freq is not None:
+        run["checkpoint_freq"] = checkpoint_freq
+    knobs = {name: run.get(name, knob.default) for name, knob in RUN_KNOBS.items()}
+    for name, value in knobs.items():
+        least = RUN_KNOBS[name].minimum
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer >= {least} ({RUN_KNOBS[name].help}), got {value!r}")
     env_kwargs = run.get("env_kwargs")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ConfigError(f"env_kwargs must be a mapping, got {env_kwargs!r}")
@@ -196,13 +216,10 @@ def resolve(
         total_timesteps=int(steps),
         device=device,
         policy=str(run.get("policy", "MlpPolicy")),
-        n_envs=int(run.get("n_envs", 1)),
         env_kwargs=dict(run.get("env_kwargs") or {}),
-        eval_freq=int(run.get("eval_freq", 0)),
-        n_eval_episodes=int(run.get("n_eval_episodes", 20)),
         hyperparams=params,
         config_file=str(config_file) if config_file is not None else None,
-        checkpoint_freq=freq,
+        **knobs,
     )
 
 
