@@ -205,7 +205,7 @@ def resolve(
     for name, value in knobs.items():
         least = RUN_KNOBS[name].minimum
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name} must be an integer >= {least} ({RUN_KNOBS[name].help}), got {value!r}")
+            raise ConfigError(f"{name} ({RUN_KNOBS[name].help}) must be an integer >= {least}, got {value!r}")
     env_kwargs = run.get("env_kwargs")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ConfigError(f"env_kwargs must be a mapping, got {env_kwargs!r}")
