@@ -72,6 +72,7 @@ class Langevin(Sampler):
         self.boundary = check_choice("boundary", boundary, ["reflect", "clip"])
         self.step_sizes = step_schedule(schedule, self.n_steps, self.step_size, step_size_final)
         self._etas = torch.tensor(self.step_sizes, dtype=torch.float64)
+        self._etas_on: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
         self.max_move = None if self.move_clip is None else self.move_clip * (self.high - self.low)
 
     def init(
@@ -84,8 +85,12 @@ class Langevin(Sampler):
         self, state: ChainState, k: int, generator: torch.Generator | None, deterministic: bool
     ) -> Draws:
         x = state.position
-        # The step size is a tensor so that one compiled step serves every eta_k of the schedule.
-        out = {"eta": self._etas.to(device=x.device, dtype=x.dtype)[k]}
+        # The step size is a tensor so that one compiled step serves every eta_k of the schedule;
+        # the schedule is moved to the chains' device and dtype once, not every step.
+        key = (x.device, x.dtype)
+        if key not in self._etas_on:
+            self._etas_on[key] = self._etas.to(device=x.device, dtype=x.dtype).unbind()
+        out = {"eta": self._etas_on[key][k]}
         if not deterministic and self.noise_scale > 0:
             out["noise"] = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         return out
