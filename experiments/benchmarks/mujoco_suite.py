@@ -320,6 +320,9 @@ def summarise(runs: list[dict[str, Any]], task: str) -> dict[str, Any]:
         if not rs:
             continue
         finals = np.array([r["final_return"] for r in rs])
+        # Speed only from runs whose machine was not oversubscribed (a record with a
+        # ``speed_note`` ran beside more processes than cores: its CPU time is inflated).
+        timed = [r for r in rs if not r.get("speed_note")] or rs
         out[algo] = {
             "seeds": [r["seed"] for r in rs],
             "final_returns": finals.tolist(),
@@ -327,10 +330,11 @@ def summarise(runs: list[dict[str, Any]], task: str) -> dict[str, Any]:
             "final_mean": float(finals.mean()),
             # standard error over seeds; undefined for one seed
             "final_se": float(finals.std(ddof=1) / np.sqrt(len(finals))) if len(finals) > 1 else None,
-            "learn_steps_per_s_cpu": _mean([r["learn_steps_per_s_cpu"] for r in rs]),
-            "learn_steps_per_s_wall": _mean([r["learn_steps_per_s_wall"] for r in rs]),
-            "steps_per_s_cpu": _mean([r["steps_per_s_cpu"] for r in rs]),
-            "steps_per_s_wall": _mean([r["steps_per_s_wall"] for r in rs]),
+            "speed_seeds": [r["seed"] for r in timed],
+            "learn_steps_per_s_cpu": _mean([r["learn_steps_per_s_cpu"] for r in timed]),
+            "learn_steps_per_s_wall": _mean([r["learn_steps_per_s_wall"] for r in timed]),
+            "steps_per_s_cpu": _mean([r["steps_per_s_cpu"] for r in timed]),
+            "steps_per_s_wall": _mean([r["steps_per_s_wall"] for r in timed]),
         }
     if "SQL" in out and "SAC" in out:
         sql, sac = out["SQL"], out["SAC"]
@@ -399,6 +403,12 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         if "SQL" in s and "SAC" in s:
             lines += [f"SQL / SAC: final IQM {_fmt(s['ratio_final_iqm'], '.2f')}, learning-phase CPU "
                       f"steps/s {_fmt(s['ratio_learn_steps_per_s_cpu'], '.2f')}.", ""]
+        partial = [f"{algo} from seed(s) {', '.join(map(str, s[algo]['speed_seeds']))}" for algo in ALGOS
+                   if algo in s and len(s[algo]["speed_seeds"]) < len(s[algo]["seeds"])]
+        if partial:
+            lines += [f"Speed columns: {'; '.join(partial)} only; the other runs have a `speed_note` in "
+                      "the runs file (they ran on an oversubscribed machine, so their CPU time is "
+                      "inflated; their returns count).", ""]
         few = [f"{algo}: {len(s[algo]['seeds'])} seed(s) ({', '.join(map(str, s[algo]['seeds']))})"
                for algo in ALGOS if algo in s and len(s[algo]["seeds"]) < 3]
         if few:
