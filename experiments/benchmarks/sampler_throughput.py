@@ -206,6 +206,9 @@ def main() -> None:
         "The limit is K bare forward + input-gradient passes of the same network on the same batch.",
         "Langevin makes K gradient passes and one forward pass (the final energies); MALA makes K + 1",
         "gradient passes (the start and K proposals), so 1/K = 5 % of its ratio is the extra pass.",
+        "`+compile` is the same sampler with `compile=True` (each step one torch.compile graph, the",
+        "gradient by torch.func.grad inside it); the limit stays eager autograd, so a compiled",
+        "sampler can run below 1. Repeated runs of this grid differ by up to ~0.1 in the ratio.",
         f"Load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
         "(on a shared machine the CPU-time ratio is the steadier figure).",
         "",
