@@ -49,6 +49,14 @@ class Task:
     targets: str = ""
 
 
+
+# rl-baselines3-zoo's DQN hyperparameters for CartPole-v1, shared by both sides of that comparison.
+CARTPOLE_ZOO = {
+    "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000, "learning_starts": 1000,
+    "gamma": 0.99, "target_update_interval": 10, "train_freq": 256, "gradient_steps": 128,
+    "policy_kwargs": {"net_arch": [256, 256]},
+}  # fmt: skip
+
 TASKS = {
     # SAC: SB3 defaults (2x256, lr 3e-4, batch 256, tau 0.005, auto entropy). SQL: its frozen
     # defaults, nothing passed (the same network sizes, batch, lr and tau as SAC's).
@@ -72,31 +80,8 @@ TASKS = {
         n_eval_episodes=10,
         ours="DiscreteSQL",
         baseline="DQN",
-        ours_kwargs={
-            "learning_rate": 2.3e-3,
-            "batch_size": 64,
-            "buffer_size": 100_000,
-            "learning_starts": 1000,
-            "gamma": 0.99,
-            "target_update_interval": 10,
-            "train_freq": 256,
-            "gradient_steps": 128,
-            "alpha": 0.01,
-            "policy_kwargs": {"net_arch": [256, 256]},
-        },
-        baseline_kwargs={
-            "learning_rate": 2.3e-3,
-            "batch_size": 64,
-            "buffer_size": 100_000,
-            "learning_starts": 1000,
-            "gamma": 0.99,
-            "target_update_interval": 10,
-            "train_freq": 256,
-            "gradient_steps": 128,
-            "exploration_fraction": 0.16,
-            "exploration_final_eps": 0.04,
-            "policy_kwargs": {"net_arch": [256, 256]},
-        },
+        ours_kwargs={**CARTPOLE_ZOO, "alpha": 0.01},
+        baseline_kwargs={**CARTPOLE_ZOO, "exploration_fraction": 0.16, "exploration_final_eps": 0.04},
         targets="DiscreteSQL reaches 500 and is >= DQN",
     ),
 }
