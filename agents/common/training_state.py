@@ -142,7 +142,7 @@ def capture(
     tensors = {
         "params": model.get_parameters(),
         "variables": {name: _getattr(model, name).detach().clone() for name in variables},
-        "chains": None if sampler is None or sampler.chains is None else sampler.chains.detach().clone(),
+        "chains": None if sampler is None else sampler.state_dict()["chains"],
         "torch_rng": torch.get_rng_state(),
     }
     check_finite_params({"params": tensors["params"], "variables": tensors["variables"]}, "checkpoint")
@@ -205,8 +205,7 @@ def restore(
         _getattr(model, name).data.copy_(value)
     sampler = _sampler(model)
     if sampler is not None:
-        chains = tensors.get("chains")
-        sampler.chains = None if chains is None else chains.to(model.device)
+        sampler.load_state_dict({"chains": tensors.get("chains")}, device=model.device)
     for key, value in state["counters"].items():
         setattr(model, key, value)
     window = model._stats_window_size

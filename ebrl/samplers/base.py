@@ -292,6 +292,29 @@ class Sampler(ABC):
             self._reset_mask = None
         return result
 
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The sampler's only state between calls: the persistent chains and the rows marked for a
+        restart (copies; None where there are none). Round-trips through :meth:`load_state_dict`."""
+        return {
+            "chains": None if self.chains is None else self.chains.detach().clone(),
+            "reset_mask": None if self._reset_mask is None else self._reset_mask.clone(),
+        }
+
+    def load_state_dict(
+        self, state: dict[str, Tensor | None], device: torch.device | str | None = None
+    ) -> None:
+        """Restore what :meth:`state_dict` returned (moved to ``device`` when given)."""
+        unknown = set(state) - {"chains", "reset_mask"}
+        if unknown:
+            raise ValueError(f"state has unknown keys {sorted(unknown)}; accepted: ['chains', 'reset_mask']")
+        chains, mask = state.get("chains"), state.get("reset_mask")
+        if chains is not None and (not isinstance(chains, Tensor) or chains.dim() != 3):
+            raise ValueError(
+                f"state['chains'] must be a (batch, chains, dim) tensor or None, got {chains!r:.60}"
+            )
+        self.chains = None if chains is None else chains.detach().to(device or chains.device).clone()
+        self._reset_mask = None if mask is None else mask.to(device or mask.device).clone()
+
     def reset_chains(self, mask: Tensor | None = None) -> None:
         """Forget the persistent chains (all of them, or the batch rows where ``mask`` is True),
         e.g. when an episode ends and its state no longer follows from the previous one."""
