@@ -151,7 +151,7 @@ def fit(
     guard_every: int = 10,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train ``energy`` on ``data`` with ``objective`` by minibatch Adam(W).
 
@@ -178,7 +178,8 @@ def fit(
         guard_every: steps between snapshots of the last good state.
         checkpoint: path where ``{"energy", "optimizer", "step"}`` is saved by ``torch.save``, atomically.
         checkpoint_every: steps between checkpoints (None: only at the end).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (on by default: training is the long step; it clears itself
+            when done, and ``progress=False`` silences it).
 
     Returns:
         The list of recorded metrics dicts (each with ``"step"``).
