@@ -104,6 +104,11 @@ def algo_kwargs(algo: str, sac_learning_starts: int = SAC_LEARNING_STARTS) -> di
 # same defaults (issue 13 renamed the policy's MCMC step count n_steps -> search_steps).
 RENAMED = {"SQLPolicy.search_steps": "SQLPolicy.n_steps"}
 DEPRECATED = {"SQLPolicy.n_steps"}
+# The default sampler's own settings (make_sampler's per-kind defaults, not keyword defaults of SQL
+# or its policy) as they were when the committed SQL runs were made; any change to them enters the
+# hash, so that such a change invalidates old runs instead of silently reusing them.
+FROZEN_SAMPLER = {"n_steps": 3, "low": -1.0, "high": 1.0, "compile": False, "step_size": 0.05,
+                  "adapt_steps": 0, "target_accept": 0.574}
 
 
 def sql_source_text() -> str:
@@ -120,7 +125,23 @@ def sql_source_text() -> str:
         for name, p in inspect.signature(cls.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty and f"{cls.__name__}.{name}" not in DEPRECATED
     }
+    sampler = default_sampler_settings()
+    if sampler != FROZEN_SAMPLER:
+        defaults["sampler"] = json.dumps(sampler, sort_keys=True)
     return json.dumps(defaults, sort_keys=True)
+
+
+def default_sampler_settings() -> dict[str, Any]:
+    """The plain settings of the action search that ``SQL("MlpPolicy", env)`` builds."""
+    import inspect
+
+    from agents.sql.policies import SQLPolicy, make_sampler
+
+    params = inspect.signature(SQLPolicy.__init__).parameters
+    sampler = make_sampler(*(params[name].default for name in ("sampler", "search_steps", "step_size",
+                                                               "sampler_kwargs")))
+    return {k: v for k, v in vars(sampler).items()
+            if not k.startswith("_") and k != "chains" and isinstance(v, int | float | str | bool)}
 
 
 def git_commit() -> str:
