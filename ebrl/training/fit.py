@@ -178,8 +178,7 @@ def fit(
         guard_every: steps between snapshots of the last good state.
         checkpoint: path where ``{"energy", "optimizer", "step"}`` is saved by ``torch.save``, atomically.
         checkpoint_every: steps between checkpoints (None: only at the end).
-        progress: show a tqdm progress bar (on by default: training is the long step; it clears itself
-            when done, and ``progress=False`` silences it).
+        progress: show a tqdm progress bar (on by default; it clears itself when done).
 
     Returns:
         The list of recorded metrics dicts (each with ``"step"``).
