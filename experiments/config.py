@@ -80,16 +80,19 @@ class RunConfig:
     checkpoint_freq: int = RUN_KNOBS["checkpoint_freq"].default
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return plain(asdict(self))
 
 
-def _plain(value: Any) -> Any:
-    """YAML/JSON-safe copy (tuples -> lists)."""
+def plain(value: Any) -> Any:
+    """YAML/JSON-safe copy: tuples become lists, and objects that are not plain data (classes,
+    schedules) are written by name."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return getattr(value, "__name__", type(value).__name__)
 
 
 def algo_class(algo: str) -> type:

@@ -125,9 +125,9 @@ def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: in
         summary["gif"] = str(path) if path else None
     # One file per setting, so evaluations with other settings are kept; eval.json is the latest.
     mode = "deterministic" if deterministic else "stochastic"
-    path = run_dir / "evals" / f"{mode}-seed{seed}-n{n_episodes}.json"
-    path.parent.mkdir(exist_ok=True)
-    summary["json"] = str(path)
-    for target in (path, run_dir / "eval.json"):
+    kept = run_dir / "evals" / f"{mode}-seed{seed}-n{n_episodes}.json"
+    kept.parent.mkdir(exist_ok=True)
+    summary["json"] = str(kept)
+    for target in (kept, run_dir / "eval.json"):
         target.write_text(json.dumps(summary, indent=2))
     return summary

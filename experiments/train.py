@@ -33,7 +33,14 @@ from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, 
 from agents.common.checkpoint import CheckpointDir
 from agents.common.safe_load import save_model
 from agents.common.training_state import load_training_checkpoint, restore
-from experiments.config import ConfigError, RunConfig, algo_class, hyperparams_for_model, load_run_config
+from experiments.config import (
+    ConfigError,
+    RunConfig,
+    algo_class,
+    hyperparams_for_model,
+    load_run_config,
+    plain,
+)
 from experiments.evaluate import GoalEvalCallback, evaluate, log_eval
 from experiments.faults import (
     CheckpointCallback,
@@ -113,16 +120,6 @@ class _AppendingCSV(CSVOutputFormat):
 def resolved_hyperparams(model: BaseAlgorithm) -> dict[str, Any]:
     """Every constructor setting the model actually runs with (defaults included): the algorithm's
     keyword arguments and the policy's, as plain values (schedules and classes by name)."""
-
-    def plain(value: Any) -> Any:
-        if value is None or isinstance(value, bool | int | float | str):
-            return value
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        return getattr(value, "__name__", type(value).__name__)
-
     skip = ("self", "policy", "env", "policy_kwargs", "_init_setup_model")
     out = {name: plain(getattr(model, name)) for name in inspect.signature(type(model).__init__).parameters
            if name not in skip and hasattr(model, name)}
@@ -135,11 +132,10 @@ def resolved_hyperparams(model: BaseAlgorithm) -> dict[str, Any]:
     return out
 
 
-def _wandb_start(cfg: RunConfig, run_dir: Path, project: str, logger: Logger, model: BaseAlgorithm,
+def _wandb_start(cfg: RunConfig, run_dir: Path, project: str, logger: Logger, resolved: dict[str, Any],
                  run_id: str | None = None) -> Any:
     from agents.wandb_logger import attach, init_wandb
 
-    resolved = resolved_hyperparams(model)
     sampler = resolved["policy_kwargs"].get("sampler")
     run = init_wandb({**cfg.to_dict(), "resolved": resolved}, project=project, name=run_dir.name,
                      directory=os.environ.get("WANDB_DIR") or run_dir, run_id=run_id, group=cfg.env_id,
@@ -175,11 +171,11 @@ def train(
     run_dir = new_run_dir(runs_dir, cfg)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     # config.yaml is what the run was asked for (resume reads it); this is what it runs with.
-    resolved = yaml.safe_dump(resolved_hyperparams(model), sort_keys=False)
-    (run_dir / "resolved_hyperparams.yaml").write_text(resolved)
+    resolved = resolved_hyperparams(model)
+    (run_dir / "resolved_hyperparams.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     logger = _logger(run_dir, verbose, None)
     model.set_logger(logger)
-    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger, model) if track else None
+    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger, resolved) if track else None
     return _run(model, cfg, run_dir, logger, wandb_run, progress_bar, callbacks, {}, reset=True)
 
 
@@ -221,7 +217,8 @@ def resume(
     run_id = extra.get("wandb_run_id")
     if track is None:
         track = run_id is not None
-    wandb_run = _wandb_start(cfg, run_dir, wandb_project, logger, model, run_id=run_id) if track else None
+    wandb_run = (_wandb_start(cfg, run_dir, wandb_project, logger, resolved_hyperparams(model), run_id=run_id)
+                 if track else None)
     print(f"resuming {run_dir} from step {step} ({latest.name})")
     return _run(model, cfg, run_dir, logger, wandb_run, progress_bar, callbacks, extra, reset=False)
 
