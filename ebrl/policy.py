@@ -78,7 +78,10 @@ class BoltzmannPolicy:
             raise TypeError(f"sampler must be an ebrl Sampler, got {type(sampler).__name__}")
         self.energy = energy
         self.sampler = sampler if sampler is not None else default_sampler()
-        self.temperature = check_positive_float("temperature", temperature)
+        # alpha as a 0-d tensor (log alpha), like log_step_scale: an owner module can share its
+        # own buffer here, so that the temperature is stored once (``temperature`` reads it).
+        self.log_temperature = torch.tensor(math.log(check_positive_float("temperature", temperature)),
+                                            dtype=torch.float64)
         self.n_chains = check_int("n_chains", n_chains, minimum=1)
         self.warm_start = bool(warm_start)
         if proposal is not None and not isinstance(proposal, TanhGaussianProposal):
@@ -97,6 +100,17 @@ class BoltzmannPolicy:
             raise ValueError(f"a proposal lives on the box [-1, 1]; the sampler's bounds are {bounds}")
         self.last_result: SampleResult | None = None
         self.log_step_scale = torch.zeros((), device=energy.device, dtype=energy.dtype)
+
+    @property
+    def temperature(self) -> float:
+        """alpha, the temperature of pi ∝ exp(-E/alpha) (read from :attr:`log_temperature`)."""
+        return float(self.log_temperature.detach().exp())
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        value = check_positive_float("temperature", value)
+        with torch.no_grad():
+            self.log_temperature.fill_(math.log(value))
 
     @property
     def act_dim(self) -> int:

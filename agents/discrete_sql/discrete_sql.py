@@ -162,13 +162,14 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses, q_means, values, entropies = [], [], [], []
+        alpha = self.policy.temperature  # the one live value (``alpha`` is the constructor's)
         self._guard_begin()
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
             with torch.no_grad():
-                logits = self.policy.q_values(data.next_observations, target=True) / self.alpha
-                value = self.alpha * torch.logsumexp(logits, dim=1)
+                logits = self.policy.q_values(data.next_observations, target=True) / alpha
+                value = alpha * torch.logsumexp(logits, dim=1)
                 log_pi = torch.log_softmax(logits, dim=1)
                 entropy = -(log_pi.exp() * log_pi).sum(1)
                 target = (
@@ -201,7 +202,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.logger.record("train/q_values", np.mean(q_means))
         self.logger.record("train/soft_value", np.mean(values))
         self.logger.record("train/entropy", np.mean(entropies))
-        self.logger.record("train/alpha", self.alpha)
+        self.logger.record("train/alpha", alpha)
 
     def learn(
         self: SelfDiscreteSQL,

@@ -3,24 +3,22 @@ policy softmax(Q/alpha)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.torch_layers import FlattenExtractor, create_mlp
+from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_discrete, check_observation_space
-from agents.sql.policies import check_net_arch
+from agents.common.soft_q_policy import SoftQPolicy
 from ebrl.energies import ACTIVATIONS
-from ebrl.validation import check_choice, check_finite, check_positive_float
+from ebrl.validation import check_finite
 
 
-class DiscreteSQLPolicy(BasePolicy):
+class DiscreteSQLPolicy(SoftQPolicy):
     """Policy of :class:`~agents.DiscreteSQL`: Q(s, .) for every action, pi(a|s) = softmax(Q(s, .)/alpha)
     sampled exactly (no MCMC needed over a finite set); ``deterministic=True`` returns argmax Q.
 
@@ -51,15 +49,10 @@ class DiscreteSQLPolicy(BasePolicy):
         check_observation_space(observation_space)
         check_action_space_discrete(action_space)
         super().__init__(
-            observation_space,
-            action_space,
-            features_extractor_class=FlattenExtractor,
-            normalize_images=normalize_images,
-            optimizer_class=optimizer_class,
+            observation_space, action_space, net_arch, activation, temperature,
+            normalize_images=normalize_images, optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
-        self.net_arch = check_net_arch(net_arch)
-        self.activation = activation
         self.features_extractor = self.make_features_extractor()
         n_actions = int(action_space.n)
         dim = self.features_extractor.features_dim
@@ -69,37 +62,9 @@ class DiscreteSQLPolicy(BasePolicy):
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.requires_grad_(False)
         self.q_net_target.train(False)
-        self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
         self.optimizer = self.optimizer_class(
             self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
-
-    @staticmethod
-    def check_kwargs(**kwargs: Any) -> None:
-        """Validate constructor arguments without building anything."""
-        if "net_arch" in kwargs:
-            check_net_arch(kwargs["net_arch"])
-        if "activation" in kwargs:
-            check_choice("activation", kwargs["activation"], list(ACTIVATIONS))
-        if "temperature" in kwargs:
-            check_positive_float("temperature", kwargs["temperature"])
-
-    @property
-    def temperature(self) -> float:
-        """alpha, the Boltzmann temperature of the softmax policy (a float)."""
-        return float(self.log_temperature.exp())
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            lr_schedule=self._dummy_schedule,
-            net_arch=self.net_arch,
-            activation=self.activation,
-            temperature=self.temperature,
-            optimizer_class=self.optimizer_class,
-            optimizer_kwargs=self.optimizer_kwargs,
-        )
-        return data
 
     def q_values(self, obs: PyTorchObs, target: bool = False) -> Tensor:
         """Q(s, .) of shape ``(batch, n_actions)`` (from the target network with ``target``)."""

@@ -4,22 +4,20 @@ Boltzmann policy that acts by MCMC action search on -min(Q_1, Q_2) (docs/archite
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
-from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_box, check_observation_space
+from agents.common.soft_q_policy import SoftQPolicy
 from ebrl import BoltzmannPolicy, Energy, StateActionEnergy
-from ebrl.energies import ACTIVATIONS, PessimisticEnergy, ensemble_energy
+from ebrl.energies import PessimisticEnergy, ensemble_energy
 from ebrl.proposals import TanhGaussianProposal
 from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
 from ebrl.validation import check_choice, check_finite, check_fraction, check_int, check_positive_float
@@ -87,14 +85,7 @@ def resolve_search_steps(search_steps: int, n_steps: int | None) -> int:
     return n_steps
 
 
-def check_net_arch(net_arch: Sequence[int]) -> list[int]:
-    """``net_arch`` as a list of hidden widths (a non-empty sequence of ints >= 1)."""
-    if isinstance(net_arch, int | str) or not isinstance(net_arch, Sequence) or len(net_arch) == 0:
-        raise TypeError(f"net_arch must be a non-empty sequence of ints, got {net_arch!r}")
-    return [check_int("net_arch[i]", h, minimum=1) for h in net_arch]
-
-
-class SQLPolicy(BasePolicy):
+class SQLPolicy(SoftQPolicy):
     """Policy of :class:`~agents.SQL`: owns the critics E_i(s, a) = -Q_i(s, a), their Polyak
     targets, the proposal q_phi, and the Boltzmann policy pi(a|s) ∝ exp(min_i Q_i(s, a)/alpha)
     (Haarnoja et al. 2017, eq. 6, on the twin minimum of Fujimoto et al. 2018).
@@ -192,16 +183,10 @@ class SQLPolicy(BasePolicy):
         check_observation_space(observation_space)
         check_action_space_box(action_space)
         super().__init__(
-            observation_space,
-            action_space,
-            features_extractor_class=FlattenExtractor,
-            normalize_images=normalize_images,
-            optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
-            squash_output=True,
+            observation_space, action_space, net_arch, activation, temperature,
+            normalize_images=normalize_images, optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs, squash_output=True,
         )
-        self.net_arch = check_net_arch(net_arch)
-        self.activation = activation
         self.n_critics = n_critics
         self.policy_energy = policy_energy
         self.sampler_kind = sampler
@@ -230,8 +215,6 @@ class SQLPolicy(BasePolicy):
         self.critic_targets = copy.deepcopy(self.critics)
         self.critic_targets.requires_grad_(False)
         self.critic_targets.train(False)
-        # log alpha as a buffer: saved with the policy (policy-only save/load keeps a tuned alpha).
-        self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
         self.proposal: TanhGaussianProposal | None = None
         self.proposal_optimizer: torch.optim.Optimizer | None = None
         if self.use_proposal:
@@ -256,6 +239,7 @@ class SQLPolicy(BasePolicy):
         # The MALA step scale the Boltzmann policy adapts between calls: a buffer, so that a saved
         # model acts (and its deterministic mode answers) exactly as before saving.
         self.register_buffer("log_step_scale", self.boltzmann.log_step_scale)
+        self.boltzmann.log_temperature = self.log_temperature
         self.optimizer = self.optimizer_class(
             self.critics.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
@@ -264,10 +248,7 @@ class SQLPolicy(BasePolicy):
     def check_kwargs(**kwargs: Any) -> None:
         """Validate constructor arguments without building anything (the algorithm calls this on
         ``policy_kwargs`` before it creates any state)."""
-        if "net_arch" in kwargs:
-            check_net_arch(kwargs["net_arch"])
-        if "activation" in kwargs:
-            check_choice("activation", kwargs["activation"], list(ACTIVATIONS))
+        SoftQPolicy.check_kwargs(**kwargs)
         if "n_critics" in kwargs:
             check_int("n_critics", kwargs["n_critics"], minimum=1)
         if "policy_energy" in kwargs:
@@ -276,8 +257,6 @@ class SQLPolicy(BasePolicy):
             check_int("n_chains", kwargs["n_chains"], minimum=1)
         if kwargs.get("explore_chains") is not None:
             check_int("explore_chains", kwargs["explore_chains"], minimum=1)
-        if "temperature" in kwargs:
-            check_positive_float("temperature", kwargs["temperature"])
         if "n_candidates" in kwargs:
             check_int("n_candidates", kwargs["n_candidates"], minimum=1)
         if "defensive" in kwargs:
@@ -295,23 +274,9 @@ class SQLPolicy(BasePolicy):
         ``policy_energy="min"``, the first critic -Q_1(s, a) with ``"first"``."""
         return self._energy
 
-    @property
-    def temperature(self) -> float:
-        """alpha, the Boltzmann policy's temperature (a float; kept in the ``log_temperature`` buffer)."""
-        return float(self.log_temperature.exp())
-
-    def set_temperature(self, log_alpha: Tensor) -> None:
-        """Set alpha from ``log alpha`` (SQL's learned temperature) in the buffer and the Boltzmann policy."""
-        with torch.no_grad():
-            self.log_temperature.copy_(log_alpha.reshape(()))
-        self.boltzmann.temperature = self.temperature
-
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
-            lr_schedule=self._dummy_schedule,
-            net_arch=self.net_arch,
-            activation=self.activation,
             n_critics=self.n_critics,
             policy_energy=self.policy_energy,
             sampler=self.sampler_kind,
@@ -324,9 +289,6 @@ class SQLPolicy(BasePolicy):
             proposal=self.use_proposal,
             n_candidates=self.n_candidates,
             defensive=self.defensive,
-            temperature=self.temperature,
-            optimizer_class=self.optimizer_class,
-            optimizer_kwargs=self.optimizer_kwargs,
         )
         return data
 
@@ -362,8 +324,9 @@ class SQLPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
         states = check_finite("observation", self.states(observation))
-        self.boltzmann.temperature = self.temperature
-        # The buffer is replaced when the module moves device: point the sampler at the current one.
+        # Buffers are replaced when the module moves device: point the Boltzmann policy at the
+        # current ones (alpha and the step scale are stored here, once).
+        self.boltzmann.log_temperature = self.log_temperature
         self.boltzmann.log_step_scale = self.log_step_scale
         # SB3 predicts under no_grad; the search needs input gradients of the energy.
         with torch.enable_grad():

@@ -215,7 +215,9 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         if self.target_entropy == "auto":
             self.target_entropy = -float(np.prod(self.action_space.shape))
         self.target_entropy = float(self.target_entropy)
-        self.log_alpha = torch.full((), math.log(self._alpha_init), device=self.device)
+        # Not a copy: alpha lives in one place, the policy's log_temperature buffer, which the
+        # acting Boltzmann policy reads (docs/architecture.md, "Where each concept lives").
+        self.log_alpha = self.policy.log_temperature
         if self._alpha_auto:
             self.log_alpha.requires_grad_(True)
             self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=self.lr_schedule(1))
@@ -302,8 +304,6 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             stats.setdefault("soft_value", []).append(value.mean())
             stats.setdefault("entropy", []).append(entropy.mean())
             stats.setdefault("alpha", []).append(alpha)
-        if self.alpha_optimizer is not None:
-            self.policy.set_temperature(self.log_alpha.detach())
 
         self._guard_end()
         self._n_updates += gradient_steps

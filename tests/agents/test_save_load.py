@@ -71,10 +71,16 @@ def test_save_load_identical_and_learn_continues(name: str, tmp_path) -> None:
     for key, value in loaded.policy.state_dict().items():
         torch.testing.assert_close(value, params[key], rtol=0, atol=0, msg=key)
     if hasattr(loaded, "log_alpha"):
+        # alpha is stored once: the algorithm's log_alpha is the policy's buffer, which the acting
+        # Boltzmann policy reads, through load and further learning.
+        assert loaded.log_alpha is loaded.policy.log_temperature
         assert loaded.policy.temperature == pytest.approx(float(loaded.log_alpha.detach().exp()), rel=1e-6)
     steps = loaded.num_timesteps
     loaded.learn(100, reset_num_timesteps=False)
     assert loaded.num_timesteps == steps + 100
+    if hasattr(loaded, "log_alpha"):
+        assert loaded.log_alpha is loaded.policy.log_temperature
+        assert loaded.policy.boltzmann.temperature == pytest.approx(loaded.policy.temperature, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", list(CASES))
