@@ -44,25 +44,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs._checks import check_finite, check_positive, check_render_mode, clipped_action
 from envs._render import Canvas
 
 # The two modes: which side of the rock the agent passed, as reported in info["goal_index"].
 LEFT, RIGHT = 0, 1
-
-
-def _check_positive(name: str, value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _check_finite(name: str, value: float, nonnegative: bool = False) -> float:
-    value = float(value)
-    if not np.isfinite(value) or (nonnegative and value < 0):
-        bound = " >= 0" if nonnegative else ""
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return value
 
 
 def _segment_hits_disk(p0: np.ndarray, p1: np.ndarray, center: np.ndarray, radius: float) -> bool:
@@ -134,18 +120,18 @@ class ForkEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         # Validate everything before touching any attribute (errors leave no half-built env).
-        forward_speed = _check_positive("forward_speed", forward_speed)
-        lateral_speed = _check_positive("lateral_speed", lateral_speed)
-        half_width = _check_positive("half_width", half_width)
-        obstacle_radius = _check_positive("obstacle_radius", obstacle_radius)
-        lane_offset = _check_positive("lane_offset", lane_offset)
-        finish_x = _check_positive("finish_x", finish_x)
-        obstacle_x = _check_finite("obstacle_x", obstacle_x)
-        action_cost_coeff = _check_finite("action_cost_coeff", action_cost_coeff, nonnegative=True)
-        lane_cost_coeff = _check_finite("lane_cost_coeff", lane_cost_coeff, nonnegative=True)
-        goal_reward = _check_finite("goal_reward", goal_reward)
-        crash_reward = _check_finite("crash_reward", crash_reward)
-        init_sigma = _check_finite("init_sigma", init_sigma, nonnegative=True)
+        forward_speed = check_positive("forward_speed", forward_speed)
+        lateral_speed = check_positive("lateral_speed", lateral_speed)
+        half_width = check_positive("half_width", half_width)
+        obstacle_radius = check_positive("obstacle_radius", obstacle_radius)
+        lane_offset = check_positive("lane_offset", lane_offset)
+        finish_x = check_positive("finish_x", finish_x)
+        obstacle_x = check_finite("obstacle_x", obstacle_x)
+        action_cost_coeff = check_finite("action_cost_coeff", action_cost_coeff, nonnegative=True)
+        lane_cost_coeff = check_finite("lane_cost_coeff", lane_cost_coeff, nonnegative=True)
+        goal_reward = check_finite("goal_reward", goal_reward)
+        crash_reward = check_finite("crash_reward", crash_reward)
+        init_sigma = check_finite("init_sigma", init_sigma, nonnegative=True)
         if not obstacle_radius < lane_offset <= half_width:
             raise ValueError(
                 "lane_offset must satisfy obstacle_radius < lane_offset <= half_width "
@@ -153,10 +139,7 @@ class ForkEnv(gym.Env):
             )
         if not 0 < obstacle_x < finish_x:
             raise ValueError(f"obstacle_x must lie in (0, finish_x) = (0, {finish_x}), got {obstacle_x!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
+        render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
 
         self.render_mode = render_mode
         self.forward_speed = forward_speed
@@ -219,10 +202,7 @@ class ForkEnv(gym.Env):
         """
         if self._position is None:
             raise RuntimeError("ForkEnv.step() called before reset()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.size != 1 or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be one finite number (shape (1,)), got {np.asarray(action)!r}")
-        a = float(np.clip(a.reshape(()), -1.0, 1.0))
+        a = float(clipped_action(action, 1)[0])
 
         start = self._position
         self._steps += 1

@@ -15,22 +15,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs._checks import check_finite, check_positive, check_render_mode, clipped_action
 from envs._render import Canvas
 
 DEFAULT_GOALS: tuple[tuple[float, float], ...] = ((5.0, 0.0), (-5.0, 0.0), (0.0, 5.0), (0.0, -5.0))
-
-
-def _check_nonnegative(name: str, value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_render_mode(render_mode: str | None, accepted: list[str]) -> str | None:
-    if render_mode is not None and render_mode not in accepted:
-        raise ValueError(f"render_mode must be None or one of {accepted}, got {render_mode!r}")
-    return render_mode
 
 
 class MultiGoalEnv(gym.Env):
@@ -82,18 +70,12 @@ class MultiGoalEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         # Validate everything before touching any attribute (errors leave no half-built env).
-        goal_radius = float(goal_radius)
-        if not np.isfinite(goal_radius) or goal_radius <= 0:
-            raise ValueError(f"goal_radius must be a finite number > 0, got {goal_radius!r}")
-        goal_reward = float(goal_reward)
-        if not np.isfinite(goal_reward):
-            raise ValueError(f"goal_reward must be a finite number, got {goal_reward!r}")
-        action_cost_coeff = _check_nonnegative("action_cost_coeff", action_cost_coeff)
-        distance_cost_coeff = _check_nonnegative("distance_cost_coeff", distance_cost_coeff)
-        init_sigma = _check_nonnegative("init_sigma", init_sigma)
-        bound = float(bound)
-        if not np.isfinite(bound) or bound <= 0:
-            raise ValueError(f"bound must be a finite number > 0, got {bound!r}")
+        goal_radius = check_positive("goal_radius", goal_radius)
+        goal_reward = check_finite("goal_reward", goal_reward)
+        action_cost_coeff = check_finite("action_cost_coeff", action_cost_coeff, nonnegative=True)
+        distance_cost_coeff = check_finite("distance_cost_coeff", distance_cost_coeff, nonnegative=True)
+        init_sigma = check_finite("init_sigma", init_sigma, nonnegative=True)
+        bound = check_positive("bound", bound)
         goal_array = np.asarray(DEFAULT_GOALS if goals is None else goals, dtype=np.float64)
         if goal_array.ndim != 2 or goal_array.shape[0] < 1 or goal_array.shape[1] != 2:
             raise ValueError(f"goals must have shape (k, 2) with k >= 1, got shape {goal_array.shape}")
@@ -102,7 +84,7 @@ class MultiGoalEnv(gym.Env):
                 f"goals must be finite and inside [-bound, bound]^2 = [-{bound}, {bound}]^2, "
                 f"got {goal_array.tolist()}"
             )
-        self.render_mode = _check_render_mode(render_mode, self.metadata["render_modes"])
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
 
         self.goals = goal_array
         self.goal_radius = goal_radius
@@ -151,12 +133,7 @@ class MultiGoalEnv(gym.Env):
         """
         if self._position is None:
             raise RuntimeError("MultiGoalEnv.step() called before reset()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (2,) and a.size == 2:
-            a = a.reshape(2)
-        if a.shape != (2,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be a finite array of shape (2,), got {np.asarray(action)!r}")
-        a = np.clip(a, -1.0, 1.0)
+        a = clipped_action(action, 2)
         self._set_position(self._position + a)
 
         distances = np.linalg.norm(self.goals - self._position, axis=1)
