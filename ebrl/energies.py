@@ -6,6 +6,7 @@ Boltzmann policy is pi(a|s) ∝ exp(-E(s, a)/alpha) = exp(Q(s, a)/alpha) (Haarno
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -58,13 +59,13 @@ class Energy(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        """Where the parameters live."""
-        return next(self.parameters()).device
+        """Where the parameters (else buffers) live; CPU for an energy with neither."""
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
 
     @property
     def dtype(self) -> torch.dtype:
-        """The parameters' dtype."""
-        return next(self.parameters()).dtype
+        """The parameters' (else buffers') dtype; the default dtype for an energy with neither."""
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).dtype
 
 
 class MLPEnergy(Energy):

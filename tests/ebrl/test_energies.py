@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ebrl import MLPEnergy, StateActionEnergy
+from ebrl import BoltzmannPolicy, Energy, MLPEnergy, StateActionEnergy
+from ebrl.samplers import MALA
 
 
 @pytest.mark.parametrize("lead", [(), (5,), (3, 4), (2, 3, 4)])
@@ -115,3 +116,24 @@ def test_pessimistic_energy_is_the_twin_minimum_in_forward_and_condition():
         energy.condition(states)(torch.zeros(3, 6, 3))
     with pytest.raises(TypeError, match="members"):
         PessimisticEnergy([])
+
+
+def test_energy_without_parameters_reports_its_buffers_device_and_dtype() -> None:
+    # A hand-written energy may hold only fixed data (buffers): the policy needs its device/dtype.
+    class Quadratic(Energy):
+        def __init__(self) -> None:
+            super().__init__()
+            self.x_dim, self.context_dim = 1, 1
+            self.register_buffer("center", torch.tensor([0.25], dtype=torch.float64))
+
+        def energy(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+            return ((x - self.center) ** 2).sum(-1) * 50.0
+
+    energy = Quadratic()
+    assert energy.device == torch.device("cpu") and energy.dtype == torch.float64
+    policy = BoltzmannPolicy(energy, MALA(n_steps=30, adapt_steps=10), temperature=1.0)
+    states = torch.zeros(64, 1, dtype=torch.float64)
+    actions = policy.sample(states, n=8, generator=torch.Generator().manual_seed(0))
+    # pi ∝ exp(-50 (a - 0.25)^2): a Gaussian of mean 0.25, std 0.1 (well inside the box).
+    assert actions.dtype == torch.float64
+    assert abs(actions.mean().item() - 0.25) < 0.02 and abs(actions.std().item() - 0.1) < 0.02
