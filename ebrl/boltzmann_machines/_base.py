@@ -24,30 +24,21 @@ from ._training import ContrastiveDivergenceMixin
 class RBMBase(ContrastiveDivergenceMixin, BoltzmannEstimator, ABC):
     """Base class of :class:`RBM` and :class:`GaussianBernoulliRBM` (see their docstrings)."""
 
+    # One line per topic (sampling, optimiser, centring, passes over the data, set-up); every
+    # argument after ``*`` is keyword-only, so the grouping is layout alone.
     def __init__(
         self,
         n_hidden: int,
         n_visible: int | None = None,
         *,
-        method: str = "pcd",
-        k: int = 1,
-        n_chains: int = 100,
-        learning_rate: float = 0.1,
-        momentum: float = 0.9,
-        initial_momentum: float = 0.5,
-        momentum_warmup: int = 5,
-        weight_decay: float = 1e-4,
-        centering: bool = True,
-        offset_rate: float = 0.01,
-        batch_size: int = 32,
-        n_epochs: int = 20,
-        lr_schedule: str = "linear",
-        init_std: float = 0.01,
-        device: Any = None,
-        dtype: torch.dtype = torch.float32,
-        progress: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> None:
+        method: str = "pcd", k: int = 1, n_chains: int = 100,
+        learning_rate: float = 0.1, momentum: float = 0.9, initial_momentum: float = 0.5,
+        momentum_warmup: int = 5, weight_decay: float = 1e-4, lr_schedule: str = "linear",
+        centering: bool = True, offset_rate: float = 0.01,
+        batch_size: int = 32, n_epochs: int = 20,
+        init_std: float = 0.01, device: Any = None, dtype: torch.dtype = torch.float32,
+        progress: bool = False, generator: torch.Generator | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.n_hidden = check_int("n_hidden", n_hidden, minimum=1)
         n_visible = None if n_visible is None else check_int("n_visible", n_visible, minimum=1)

@@ -47,27 +47,20 @@ class BoltzmannMachine(BoltzmannEstimator):
         generator: random source for the initial couplings.
     """
 
+    # One line per topic (structure, sampling, optimiser, passes over the data, set-up); every
+    # argument after ``*`` is keyword-only, so the grouping is layout alone.
     def __init__(
         self,
         n_visible: int,
         n_hidden: int = 0,
         *,
-        visible_visible: bool = True,
-        hidden_hidden: bool = True,
-        n_chains: int = 100,
-        n_gibbs: int = 1,
-        n_mean_field: int = 10,
-        learning_rate: float = 0.05,
-        momentum: float = 0.5,
-        weight_decay: float = 1e-4,
-        batch_size: int = 32,
-        n_epochs: int = 20,
-        init_std: float = 0.01,
-        device: Any = None,
-        dtype: torch.dtype = torch.float32,
-        progress: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> None:
+        visible_visible: bool = True, hidden_hidden: bool = True,
+        n_chains: int = 100, n_gibbs: int = 1, n_mean_field: int = 10,
+        learning_rate: float = 0.05, momentum: float = 0.5, weight_decay: float = 1e-4,
+        batch_size: int = 32, n_epochs: int = 20,
+        init_std: float = 0.01, device: Any = None, dtype: torch.dtype = torch.float32,
+        progress: bool = False, generator: torch.Generator | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.n_visible = self._fixed_n_visible = check_int("n_visible", n_visible, minimum=1)
         self.n_hidden = check_int("n_hidden", n_hidden, minimum=0)
