@@ -1,5 +1,5 @@
-"""Shared machinery of the restricted Boltzmann machines: parameters, energies, Gibbs sampling and the
-scikit-learn-like API (training lives in ``_training.py``).
+"""Shared machinery of the restricted Boltzmann machines: parameters, energies and Gibbs sampling (the
+scikit-learn-like API lives in ``_estimator.py``, training in ``_training.py``).
 
 The energy is ``E(v, h) = E_vis(v) - s(v).W.h - c.h`` with ``s(v) = v`` for binary visibles and
 ``s(v) = v / sigma`` for Gaussian ones; subclasses supply the visible layer.
