@@ -61,7 +61,8 @@ def test_free_energy_as_energy_normalises_with_exact_log_z(make):
 
 
 def test_free_energy_as_energy_of_a_gaussian_rbm_and_an_unfitted_model():
-    gb = GaussianBernoulliRBM(3, 2, sigma=0.5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    gb = GaussianBernoulliRBM(3, 2, sigma=0.5, dtype=torch.float64, generator=g)
     v = torch.randn(5, 2, dtype=torch.float64)
     assert torch.equal(gb.as_energy()(v), gb.free_energy(v))
     with pytest.raises(RuntimeError, match="fit"):
@@ -138,10 +139,10 @@ def test_validation_checkers_added_for_the_boltzmann_machines():
         check_bool("flag", 1)
     g = torch.Generator()
     assert check_generator("generator", g) is g and check_generator("generator", None) is None
-    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int"):
         check_generator("generator", 0)
     assert check_float_dtype("dtype", torch.float64) == torch.float64
-    with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
+    with pytest.raises(TypeError, match=r"dtype must be torch\.float32 or torch\.float64"):
         check_float_dtype("dtype", torch.int32)
     assert check_device("device", None) == torch.device("cpu")
     with pytest.raises(ValueError, match="device must be None, 'auto'"):
