@@ -16,59 +16,31 @@ import torch
 from torch import Tensor
 
 from ..partition import small_batch_threads
-from ._ops import bernoulli
-from ._validation import as_data, check_generator
+from ..samplers.gibbs import GibbsSampler
 
 
 class ContrastiveDivergenceMixin:
-    """``fit``/``partial_fit`` of :class:`RBMBase`; the attributes it uses are set there."""
-
-    def fit(self, X: Any, generator: torch.Generator | None = None) -> Any:
-        """Initialise the model from ``X`` and train it for ``n_epochs`` epochs; returns ``self``.
-
-        Args:
-            X: training data of shape ``(n_samples, n_visible)``.
-            generator: random source for the initial weights, shuffling and Gibbs sampling.
-        """
-        data, _ = as_data(X, "X", self._fixed_n_visible, self.device, self.dtype, self._fit_values)
-        check_generator(generator)
-        self._initialize(data.shape[1], data, generator)
-        self.history_ = []
-        self._train(data, self.n_epochs, generator, schedule=True)
-        return self
-
-    def partial_fit(self, X: Any, generator: torch.Generator | None = None) -> Any:
-        """Train one more epoch on ``X`` (initialising from ``X`` first if needed); returns ``self``."""
-        n_features = self.n_visible if self.weight is not None else self._fixed_n_visible
-        data, _ = as_data(X, "X", n_features, self.device, self.dtype, self._fit_values)
-        check_generator(generator)
-        if self.weight is None:
-            self._initialize(data.shape[1], data, generator)
-        self._train(data, 1, generator, schedule=False)
-        return self
+    """The training loop of :class:`RBMBase` (``fit`` and ``partial_fit`` of
+    :class:`~ebrl.boltzmann_machines._estimator.BoltzmannEstimator` run it); the attributes it
+    uses are set there. The persistent chains move by :class:`ebrl.samplers.GibbsSampler`."""
 
     def _train(self, data: Tensor, n_epochs: int, generator: torch.Generator | None, schedule: bool) -> None:
         n, bs = data.shape[0], min(self.batch_size, data.shape[0])
         if self.method == "pcd" and self.chains is None:
-            start = torch.randint(n, (self.n_chains,), generator=generator, device=data.device)
-            self.chains = data[start].clone()  # chains start at random training rows
+            self.chains = self._random_rows(data, generator).clone()  # chains start at random training rows
         if not self._velocity:
             self._velocity = [torch.zeros_like(p) for p in (self.weight, self.visible_bias, self.hidden_bias)]
         n_batches = math.ceil(n / bs)
         total, step = n_epochs * n_batches, 0
-        epochs: Any = range(n_epochs)
-        if self.progress:
-            from tqdm.auto import tqdm  # optional display only; the library itself needs torch + numpy
-
-            epochs = tqdm(epochs, desc=f"{type(self).__name__} {self.method.upper()}-{self.k}", unit="epoch")
+        epochs: Any = self._epochs(n_epochs, f"{type(self).__name__} {self.method.upper()}-{self.k}")
+        self._sampler = GibbsSampler(self.k)
         rows = max(bs, self.n_chains if self.method == "pcd" else bs)
         with torch.no_grad(), small_batch_threads(rows * data.shape[1]):
             for _ in epochs:
                 start_time = time.perf_counter()
                 done = len(self.history_)
                 momentum = self.initial_momentum if done < self.momentum_warmup else self.momentum
-                perm = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu")
-                shuffled = torch.index_select(data, 0, perm.to(data.device))
+                shuffled = self._shuffled(data, generator)
                 chains, state = self.chains, self._begin_epoch()
                 for i in range(n_batches):
                     lr = self.learning_rate
@@ -92,16 +64,13 @@ class ContrastiveDivergenceMixin:
         return None
 
     def _step(
-        self,
-        state: Any,
-        v0: Tensor,
-        chains: Tensor | None,
-        lr: float,
-        momentum: float,
-        generator: torch.Generator | None,
+        self, state: Any, v0: Tensor, chains: Tensor | None, lr: float, momentum: float, generator: Any
     ) -> Tensor | None:
-        """One parameter update; returns the new persistent chains (``None`` for CD)."""
-        return self._update(v0, chains, lr, momentum, generator)
+        """One parameter update, by the faster rule of ``state`` when :meth:`_begin_epoch` made one;
+        returns the new persistent chains (``None`` for CD)."""
+        if state is None:
+            return self._update(v0, chains, lr, momentum, generator)
+        return self._fast_update(state, v0, chains, lr, momentum, generator)
 
     def _end_epoch(self, state: Any) -> None:
         """Write the working state of :meth:`_begin_epoch` back into the parameters."""
@@ -118,10 +87,7 @@ class ContrastiveDivergenceMixin:
         n0 = v0.shape[0]
         s0 = self._visible_stat(v0)
         ph0 = torch.sigmoid(torch.addmm(c, s0, W))
-        vk = v0 if chains is None else chains
-        for _ in range(self.k):
-            hk = bernoulli(torch.sigmoid(torch.addmm(c, self._visible_stat(vk), W)), generator)
-            vk = self._sample_visible_given_mean(self.visible_mean(hk), generator)
+        vk = self._sampler.run(self, v0 if chains is None else chains, generator)
         nk = vk.shape[0]
         sk = self._visible_stat(vk)
         # Rao-Blackwellised statistics: hidden probabilities rather than samples on both sides.

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..partition import ais_log_z, exact_log_z, small_batch_threads
+from ..partition import small_batch_threads
+from ..samplers.gibbs import GibbsSampler
+from ..validation import check_bool, check_data, check_generator, check_int, check_units
+from ._estimator import BoltzmannEstimator
 from ._ops import bernoulli
-from ._validation import (
-    as_data,
-    as_visible,
-    check_bool,
-    check_choice,
-    check_float,
-    check_generator,
-    check_int,
-    output_like,
-    resolve_device,
-    resolve_dtype,
-)
 from .rbm import base_rate_logits
 
 MAX_ENUMERATED_HIDDEN = 20  # free_energy sums over 2**n_hidden states when hidden units interact
 
 
-class BoltzmannMachine(nn.Module):
+class BoltzmannMachine(BoltzmannEstimator):
     """Binary Boltzmann machine ``E(x) = -1/2 x.J.x - a.x`` over ``x = (v, h)``; lower = more likely.
 
     ``J`` is symmetric with a zero diagonal; visible-visible and hidden-hidden couplings can be
@@ -58,44 +47,31 @@ class BoltzmannMachine(nn.Module):
         generator: random source for the initial couplings.
     """
 
+    # One line per topic (structure, sampling, optimiser, passes over the data, set-up); every
+    # argument after ``*`` is keyword-only, so the grouping is layout alone.
     def __init__(
         self,
         n_visible: int,
         n_hidden: int = 0,
         *,
-        visible_visible: bool = True,
-        hidden_hidden: bool = True,
-        n_chains: int = 100,
-        n_gibbs: int = 1,
-        n_mean_field: int = 10,
-        learning_rate: float = 0.05,
-        momentum: float = 0.5,
-        weight_decay: float = 1e-4,
-        batch_size: int = 32,
-        n_epochs: int = 20,
-        init_std: float = 0.01,
-        device: Any = None,
-        dtype: torch.dtype = torch.float32,
-        progress: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> None:
+        visible_visible: bool = True, hidden_hidden: bool = True,
+        n_chains: int = 100, n_gibbs: int = 1, n_mean_field: int = 10,
+        learning_rate: float = 0.05, momentum: float = 0.5, weight_decay: float = 1e-4,
+        batch_size: int = 32, n_epochs: int = 20,
+        init_std: float = 0.01, device: Any = None, dtype: torch.dtype = torch.float32,
+        progress: bool = False, generator: torch.Generator | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.n_visible = check_int(n_visible, "n_visible")
-        self.n_hidden = check_int(n_hidden, "n_hidden", minimum=0)
-        self.visible_visible = check_bool(visible_visible, "visible_visible")
-        self.hidden_hidden = check_bool(hidden_hidden, "hidden_hidden")
-        self.n_chains = check_int(n_chains, "n_chains")
-        self.n_gibbs = check_int(n_gibbs, "n_gibbs")
-        self.n_mean_field = check_int(n_mean_field, "n_mean_field")
-        self.learning_rate = check_float(learning_rate, "learning_rate", 0.0, math.inf, low_open=True)
-        self.momentum = check_float(momentum, "momentum", 0.0, 1.0, high_open=True)
-        self.weight_decay = check_float(weight_decay, "weight_decay", 0.0)
-        self.batch_size = check_int(batch_size, "batch_size")
-        self.n_epochs = check_int(n_epochs, "n_epochs")
-        self.init_std = check_float(init_std, "init_std", 0.0)
-        self.progress = check_bool(progress, "progress")
-        device, dtype = resolve_device(device), resolve_dtype(dtype)
-        check_generator(generator)
+        self.n_visible = self._fixed_n_visible = check_int("n_visible", n_visible, minimum=1)
+        self.n_hidden = check_int("n_hidden", n_hidden, minimum=0)
+        self.visible_visible = check_bool("visible_visible", visible_visible)
+        self.hidden_hidden = check_bool("hidden_hidden", hidden_hidden)
+        self.n_gibbs = check_int("n_gibbs", n_gibbs, minimum=1)
+        self.n_mean_field = check_int("n_mean_field", n_mean_field, minimum=1)
+        device, dtype = self._set_training_args(
+            n_chains, learning_rate, momentum, weight_decay, batch_size, n_epochs, init_std, progress,
+            device, dtype, generator,
+        )  # fmt: skip
         n = self.n_visible + self.n_hidden
         vis = torch.arange(n, device=device) < self.n_visible
         allowed = vis[:, None] != vis[None, :]
@@ -150,13 +126,15 @@ class BoltzmannMachine(nn.Module):
     # ------------------------------------------------------------------- energy functions
     def energy(self, v: Tensor, h: Tensor | None = None) -> Tensor:
         """``E(v, h) = -1/2 x.J.x - a.x`` with ``x = (v, h)``, shape ``v.shape[:-1]``."""
-        v = as_visible(v, "v", self.n_visible, self.couplings)
+        v = check_units("v", v, size=self.n_visible, like=self.couplings)
         if self.n_hidden:
             if h is None:
                 raise ValueError(
                     f"h must be a tensor of shape (..., {self.n_hidden}) for a model with hidden units"
                 )
-            v = torch.cat([v, as_visible(h, "h", self.n_hidden, self.couplings, "n_hidden")], -1)
+            v = torch.cat(
+                [v, check_units("h", h, size=self.n_hidden, like=self.couplings, size_name="n_hidden")], -1
+            )
         return -0.5 * ((v @ self.effective_couplings) * v).sum(-1) - v @ self.bias
 
     def free_energy(self, v: Tensor) -> Tensor:
@@ -165,7 +143,7 @@ class BoltzmannMachine(nn.Module):
         Closed form when hidden units do not interact, else a sum over all ``2**n_hidden`` states
         (at most 2**20).
         """
-        v = as_visible(v, "v", self.n_visible, self.couplings)
+        v = check_units("v", v, size=self.n_visible, like=self.couplings)
         return self._free_energy(v, self.effective_couplings, self.bias)
 
     def _free_energy(self, v: Tensor, J: Tensor, a: Tensor) -> Tensor:
@@ -186,7 +164,17 @@ class BoltzmannMachine(nn.Module):
         return -visible_term - torch.logsumexp(field @ hs.T + pair, dim=-1)
 
     def forward(self, v: Tensor) -> Tensor:
+        """Same as :meth:`free_energy`, so that the model is an energy of ``v``."""
         return self.free_energy(v)
+
+    def chain_energy(self, x: Tensor) -> Tensor:
+        """``E(x)`` of full states ``x = (v, h)``: the energy the Gibbs chain on ``x`` samples."""
+        return -0.5 * ((x @ self.effective_couplings) * x).sum(-1) - x @ self.bias
+
+    def gibbs_sweep(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One sweep over all units of full states ``x`` ``(n, n_visible + n_hidden)``, in place (the
+        kernel of :class:`ebrl.samplers.GibbsSampler`; no argument checks)."""
+        return self._sweep(x, self._groups(), generator)
 
     def _sweep(
         self,
@@ -229,72 +217,53 @@ class BoltzmannMachine(nn.Module):
     def gibbs(self, v: Tensor, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """``k`` Gibbs sweeps from visible states ``v`` (hidden units drawn from their mean-field
         posterior); returns the visible part, shape ``v.shape``. ``v`` is not modified."""
-        v = as_visible(v, "v", self.n_visible, self.couplings)
-        k = check_int(k, "k")
-        check_generator(generator)
+        v = check_units("v", v, size=self.n_visible, like=self.couplings)
+        k = check_int("k", k, minimum=1)
+        check_generator("generator", generator)
         with torch.no_grad(), small_batch_threads(v.numel()):
             x = self._start_states(v.reshape(-1, self.n_visible), 0, generator)
-            for _ in range(k):
-                x = self._sweep(x, self._groups(), generator)
+            x = GibbsSampler(k).run_chains(self, x, generator).samples[0]
         return x[:, : self.n_visible].reshape(v.shape)
 
     def sample(self, n: int, n_gibbs: int = 1000, generator: torch.Generator | None = None) -> Tensor:
         """``n`` visible samples after ``n_gibbs`` sweeps from base-rate start states."""
-        n, n_gibbs = check_int(n, "n"), check_int(n_gibbs, "n_gibbs")
-        check_generator(generator)
+        n, n_gibbs = check_int("n", n, minimum=1), check_int("n_gibbs", n_gibbs, minimum=1)
+        check_generator("generator", generator)
         with torch.no_grad(), small_batch_threads(n * self.n_visible):
             x = self._start_states(None, n, generator)
-            for _ in range(n_gibbs):
-                x = self._sweep(x, self._groups(), generator)
+            x = GibbsSampler(n_gibbs).run_chains(self, x, generator).samples[0]
         return x[:, : self.n_visible]
 
     def mean_field_reconstruct(self, v: Tensor) -> Tensor:
         """``p(v_i = 1 | v_-i, h = mu(v))`` with ``mu`` the mean-field posterior (denoising)."""
-        v = as_visible(v, "v", self.n_visible, self.couplings)
+        v = check_units("v", v, size=self.n_visible, like=self.couplings)
         flat = v.reshape(-1, self.n_visible)
         x = torch.cat([flat, self._mean_field(flat)], -1) if self.n_hidden else flat
         logits = x @ self.effective_couplings[:, : self.n_visible] + self.bias[: self.n_visible]
         return torch.sigmoid(logits).reshape(v.shape)
 
     # ----------------------------------------------------------------------------- training
-    def fit(self, X: Any, generator: torch.Generator | None = None) -> BoltzmannMachine:
-        """Re-initialise and train by PCD for ``n_epochs`` epochs on binary ``X``; returns ``self``."""
-        data, _ = as_data(X, "X", self.n_visible, self.device, self.dtype, "binary")
-        check_generator(generator)
+    # fit / partial_fit (PCD on binary data) come from BoltzmannEstimator; these are its hooks.
+    def _reset(self, data: Tensor, generator: torch.Generator | None) -> None:
         self._init_couplings(generator)
         self.bias[: self.n_visible] = base_rate_logits(data)
-        self.data_mean, self.chains, self.history_ = data.mean(0), None, []
-        self._train(data, self.n_epochs, generator)
-        return self
+        self.data_mean, self.chains = data.mean(0), None
 
-    def partial_fit(self, X: Any, generator: torch.Generator | None = None) -> BoltzmannMachine:
-        """One more PCD epoch on binary ``X``; returns ``self``."""
-        data, _ = as_data(X, "X", self.n_visible, self.device, self.dtype, "binary")
-        check_generator(generator)
-        self._train(data, 1, generator)
-        return self
+    def _features(self, data: Tensor) -> Tensor:
+        return self._mean_field(data)
 
-    def _train(self, data: Tensor, n_epochs: int, generator: torch.Generator | None) -> None:
+    def _train(self, data: Tensor, n_epochs: int, generator: torch.Generator | None, schedule: bool) -> None:
         n, bs = data.shape[0], min(self.batch_size, data.shape[0])
         if self.chains is None:
-            rows = data[torch.randint(n, (self.n_chains,), generator=generator, device=data.device)]
-            self.chains = self._start_states(rows, 0, generator)
-        epochs: Any = range(n_epochs)
-        if self.progress:
-            from tqdm.auto import tqdm  # optional display only
-
-            epochs = tqdm(epochs, desc="BoltzmannMachine PCD", unit="epoch")
-        groups = self._groups()
+            self.chains = self._start_states(self._random_rows(data, generator), 0, generator)
+        sampler = GibbsSampler(self.n_gibbs)
         with torch.no_grad(), small_batch_threads(self.n_chains * len(self.bias)):
-            for _ in epochs:
-                perm = torch.randperm(n, generator=generator, device=generator.device if generator else "cpu")
-                shuffled = torch.index_select(data, 0, perm.to(data.device))
+            for _ in self._epochs(n_epochs, "BoltzmannMachine PCD"):
+                shuffled = self._shuffled(data, generator)
                 for i in range(0, n, bs):
                     v0 = shuffled[i : i + bs]
                     x0 = torch.cat([v0, self._mean_field(v0)], -1) if self.n_hidden else v0
-                    xk = self.chains
-                    for _ in range(self.n_gibbs):
-                        xk = self._sweep(xk, groups, generator)
+                    xk = sampler.run(self, self.chains, generator)
                     # Gradient of the log-likelihood: <x x^T>_data - <x x^T>_model on allowed couplings.
                     grad_j = torch.addmm(xk.T @ xk, x0.T, x0, beta=-1.0 / len(xk), alpha=1.0 / len(x0))
                     grad_j.mul_(self.mask).add_(self.couplings, alpha=-self.weight_decay)
@@ -305,31 +274,6 @@ class BoltzmannMachine(nn.Module):
                     self.couplings.add_(vel_j)
                     self.bias.add_(vel_a)
                 self.history_.append({"epoch": float(len(self.history_) + 1)})
-
-    # --------------------------------------------------------------- scikit-learn-like API
-    def transform(self, X: Any) -> Tensor | np.ndarray:
-        """Mean-field hidden probabilities of each row of ``X``, same kind as ``X``."""
-        data, was_tensor = as_data(X, "X", self.n_visible, self.device, self.dtype, "unit")
-        with torch.no_grad():
-            return output_like(self._mean_field(data), was_tensor)
-
-    def log_partition(self, method: str = "auto", **ais_kwargs: Any) -> float:
-        """``log Z``: exact when some enumerable layer has <= 20 units (``"auto"``), else AIS."""
-        check_choice(method, "method", ("auto", "exact", "ais"))
-        if method == "exact" or (method == "auto" and min(self.log_z_layers().values()) <= 20):
-            return exact_log_z(self)
-        return ais_log_z(self, **ais_kwargs).log_z
-
-    def score_samples(self, X: Any, log_z: float | None = None) -> Tensor | np.ndarray:
-        """Log-likelihood ``-F(v) - log Z`` of each row of binary ``X`` (nats), same kind as ``X``."""
-        data, was_tensor = as_data(X, "X", self.n_visible, self.device, self.dtype, "binary")
-        log_z = self.log_partition() if log_z is None else check_float(log_z, "log_z")
-        with torch.no_grad():
-            return output_like(-self.free_energy(data) - log_z, was_tensor)
-
-    def score(self, X: Any, log_z: float | None = None) -> float:
-        """Mean log-likelihood of the rows of ``X`` (nats)."""
-        return float(self.score_samples(X, log_z).mean())
 
     # ------------------------------------------------------------------ partition function
     def log_z_layers(self) -> dict[str, int]:
@@ -362,7 +306,9 @@ class BoltzmannMachine(nn.Module):
     def ais_path(self, data: Tensor | None = None, dtype: torch.dtype | None = None) -> BMAISPath:
         """AIS path from independent units with base-rate visible biases (and zero hidden biases)."""
         if data is not None:
-            data, _ = as_data(data, "data", self.n_visible, self.device, self.dtype, "unit")
+            data, _ = check_data(
+                "data", data, n_features=self.n_visible, device=self.device, dtype=self.dtype, values="unit"
+            )
         return BMAISPath(self, self._base_logits(data).to(dtype or self.dtype))
 
 

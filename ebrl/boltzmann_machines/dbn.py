@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..validation import check_bool, check_data, check_generator, check_int, check_units
 from ._base import RBMBase
+from ._estimator import output_like
 from ._ops import bernoulli
-from ._validation import as_data, as_visible, check_bool, check_generator, check_int, output_like
 from .gaussian_rbm import GaussianBernoulliRBM
 from .rbm import RBM
 
@@ -49,8 +50,8 @@ class DBN(nn.Module):
             or not hidden_sizes
         ):
             raise TypeError(f"hidden_sizes must be a non-empty sequence of ints, got {hidden_sizes!r}")
-        sizes = [check_int(s, f"hidden_sizes[{i}]") for i, s in enumerate(hidden_sizes)]
-        check_bool(gaussian_visible, "gaussian_visible")
+        sizes = [check_int(f"hidden_sizes[{i}]", s, minimum=1) for i, s in enumerate(hidden_sizes)]
+        check_bool("gaussian_visible", gaussian_visible)
         if layer_kwargs is not None and (
             not isinstance(layer_kwargs, Sequence) or len(layer_kwargs) != len(sizes)
         ):
@@ -82,8 +83,11 @@ class DBN(nn.Module):
     def fit(self, X: Any, generator: torch.Generator | None = None) -> DBN:
         """Greedy layer-wise training: layer 0 on ``X``, layer 1 on ``p(h_1 | X)``, ...; returns ``self``."""
         bottom = self.rbms[0]
-        data, _ = as_data(X, "X", bottom._fixed_n_visible, bottom.device, bottom.dtype, bottom._fit_values)
-        check_generator(generator)
+        data, _ = check_data(
+            "X", X, n_features=bottom._fixed_n_visible, device=bottom.device, dtype=bottom.dtype,
+            values=bottom._fit_values,
+        )  # fmt: skip
+        check_generator("generator", generator)
         for rbm in self.rbms:
             rbm.fit(data, generator)
             data = rbm.transform(data)
@@ -99,7 +103,7 @@ class DBN(nn.Module):
     def mean_field_reconstruct(self, v: Tensor) -> Tensor:
         """Deterministic up-pass of probabilities, then down-pass of means (denoising)."""
         self.rbms[0]._require_init()
-        x = as_visible(v, "v", self.n_visible, self.rbms[0].weight)
+        x = check_units("v", v, size=self.n_visible, like=self.rbms[0].weight)
         for rbm in self.rbms:
             x = rbm.hidden_probabilities(x)
         for rbm in reversed(self.rbms):
@@ -117,7 +121,7 @@ class DBN(nn.Module):
             generator: random source.
             return_mean: return ``E[v | h_1]`` at the bottom instead of a sample.
         """
-        check_bool(return_mean, "return_mean")
+        check_bool("return_mean", return_mean)
         x = self.rbms[-1].sample(n, n_gibbs, generator)
         with torch.no_grad():
             for i in range(self.n_layers - 2, -1, -1):
@@ -137,9 +141,9 @@ class DBN(nn.Module):
         exact free energy, so a one-layer DBN gives the RBM's ``F(v)`` exactly.
         """
         self.rbms[0]._require_init()
-        v = as_visible(v, "v", self.n_visible, self.rbms[0].weight)
-        n_samples = check_int(n_samples, "n_samples")
-        check_generator(generator)
+        v = check_units("v", v, size=self.n_visible, like=self.rbms[0].weight)
+        n_samples = check_int("n_samples", n_samples, minimum=1)
+        check_generator("generator", generator)
         flat = v.reshape(-1, self.n_visible)
         return self._bound(0, flat, n_samples, generator).reshape(v.shape[:-1])
 
@@ -171,8 +175,7 @@ class DBN(nn.Module):
         """
         bottom = self.rbms[0]
         bottom._require_init()
-        values = "binary" if bottom._fit_values != "real" else "real"
-        data, was_tensor = as_data(X, "X", self.n_visible, bottom.device, bottom.dtype, values)
+        data, was_tensor = bottom._check_rows(X, bottom._score_values)
         log_z = self.rbms[-1].log_partition() if log_z is None else float(log_z)
         with torch.no_grad():
             return output_like(-self.free_energy(data, n_samples, generator) - log_z, was_tensor)

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..validation import check_data, check_float, check_generator
 from ._base import RBMBase
 from ._ops import bernoulli
-from ._validation import as_data, check_float, check_generator
 
 _MIN_SIGMA = 1e-3  # a constant column must not give sigma = 0
 
@@ -36,7 +36,7 @@ class GaussianBernoulliRBM(RBMBase):
             visible units make the reconstructions unbounded (guide §13.2).
     """
 
-    _fit_values = "real"
+    _fit_values = _score_values = _transform_values = "real"
 
     def __init__(
         self, n_hidden: int, n_visible: int | None = None, *, sigma: float | str = 1.0, **kwargs: Any
@@ -44,7 +44,7 @@ class GaussianBernoulliRBM(RBMBase):
         if isinstance(sigma, str) and sigma != "std":
             raise ValueError(f"sigma must be a positive number or 'std', got {sigma!r}")
         if sigma != "std":
-            check_float(sigma, "sigma", 0.0, math.inf, low_open=True)
+            check_float("sigma", sigma, low=0.0, low_open=True)
         self.sigma_spec = sigma
         kwargs.setdefault("learning_rate", 0.005)
         super().__init__(n_hidden, n_visible, **kwargs)
@@ -119,7 +119,7 @@ class GaussianBernoulliRBM(RBMBase):
         self._require_init()
         dtype = dtype or self.dtype
         if data is not None:
-            data, _ = as_data(data, "data", self.n_visible, self.device, dtype, "real")
+            data, _ = check_data("data", data, n_features=self.n_visible, device=self.device, dtype=dtype)
         params = (self.weight, self.visible_bias, self.hidden_bias, self.sigma, self._base_mean(data))
         return GaussianAISPath(*params, dtype=dtype)
 
@@ -164,7 +164,7 @@ class GaussianAISPath:
         self, x: Tensor, beta: Tensor, generator: torch.Generator | None, reverse: bool = False
     ) -> Tensor:
         """One block-Gibbs step (h | v, then v | h) leaving p_beta invariant."""
-        check_generator(generator)
+        check_generator("generator", generator)
         h = bernoulli(torch.sigmoid(beta * ((x / self.sigma) @ self.W + self.c)), generator=generator)
         mean = (1.0 - beta) * self.m + beta * (self.b + self.sigma * (h @ self.W.T))
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..validation import check_bool, check_data, check_generator
 from ._base import RBMBase
 from ._ops import bernoulli
-from ._validation import as_data, check_bool, check_generator
 
 _BASE_RATE_EPS = 1e-3  # clip base rates away from 0 and 1 so that log(p / (1 - p)) stays finite
 
@@ -65,7 +65,7 @@ class RBM(RBMBase):
     def __init__(
         self, n_hidden: int, n_visible: int | None = None, *, binary_data: bool = True, **kwargs: Any
     ):
-        self.binary_data = check_bool(binary_data, "binary_data")
+        self.binary_data = check_bool("binary_data", binary_data)
         self._fit_values = "binary" if binary_data else "unit"
         super().__init__(n_hidden, n_visible, **kwargs)
 
@@ -122,26 +122,22 @@ class RBM(RBMBase):
         return {
             "theta": theta, "vel": vel, "stats": stats, "neg_mu": neg_mu, "neg_lam": neg_lam,
             "W": theta[:nv, :nh], "b": theta[:nv, nh], "c": theta[nv, :nh], "vel_w": vel[:nv, :nh],
+            "kernel": BernoulliGibbs(theta[:nv, :nh], theta[:nv, nh], theta[nv, :nh]),
         }  # fmt: skip
 
-    def _step(
+    def _fast_update(
         self,
-        state: dict[str, Any] | None,
+        state: dict[str, Any],
         v0: Tensor,
         chains: Tensor | None,
         lr: float,
         momentum: float,
-        generator: torch.Generator | None,
+        generator: Any,
     ) -> Tensor | None:
-        if state is None:
-            return self._update(v0, chains, lr, momentum, generator)
         W, b, c, neg_mu, neg_lam = state["W"], state["b"], state["c"], state["neg_mu"], state["neg_lam"]
         nv, nh, n0 = W.shape[0], W.shape[1], v0.shape[0]
         ph0 = torch.sigmoid(torch.addmm(c, v0, W))
-        vk = v0 if chains is None else chains
-        for _ in range(self.k):
-            hk = bernoulli(torch.sigmoid(torch.addmm(c, vk, W)), generator)
-            vk = bernoulli(torch.sigmoid(torch.addmm(b, hk, W.T)), generator)
+        vk = self._sampler.run(state["kernel"], v0 if chains is None else chains, generator)
         nk = vk.shape[0]
         phk = torch.sigmoid(torch.addmm(c, vk, W))
         a0, p0, ak, pk = state["stats"]
@@ -210,10 +206,34 @@ class RBM(RBMBase):
         self._require_init()
         dtype = dtype or self.dtype
         if data is not None:
-            data, _ = as_data(data, "data", self.n_visible, self.device, dtype, "unit")
+            data, _ = check_data(
+                "data", data, n_features=self.n_visible, device=self.device, dtype=dtype, values="unit"
+            )
         return BernoulliAISPath(
             self.weight, self.visible_bias, self.hidden_bias, self._base_logits(data), dtype
         )
+
+
+class BernoulliGibbs:
+    """The block-Gibbs kernel of a Bernoulli RBM with the given parameters, as a
+    :class:`ebrl.samplers.GibbsModel`: the fast training path samples its persistent chains with
+    the working copies of the parameters that it updates during an epoch.
+
+    Args:
+        weight, visible_bias, hidden_bias: ``W``, ``b`` and ``c`` (views that may change in place).
+    """
+
+    def __init__(self, weight: Tensor, visible_bias: Tensor, hidden_bias: Tensor) -> None:
+        self.W, self.b, self.c = weight, visible_bias, hidden_bias
+
+    def gibbs_sweep(self, v: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``h ~ p(h | v) = sigmoid(c + v W)``, then ``v ~ p(v | h) = sigmoid(b + W h)``."""
+        h = bernoulli(torch.sigmoid(torch.addmm(self.c, v, self.W)), generator)
+        return bernoulli(torch.sigmoid(torch.addmm(self.b, h, self.W.T)), generator)
+
+    def chain_energy(self, v: Tensor) -> Tensor:
+        """``F(v) = -b.v - sum_j softplus(c_j + v.W_j)``."""
+        return -(v @ self.b) - nn.functional.softplus(torch.addmm(self.c, v, self.W)).sum(-1)
 
 
 class BernoulliAISPath:
@@ -250,7 +270,7 @@ class BernoulliAISPath:
     ) -> Tensor:
         # The marginal chain v -> h -> v is reversible, so reverse AIS uses the same step.
         """One block-Gibbs step (h | v, then v | h) leaving p_beta invariant."""
-        check_generator(generator)
+        check_generator("generator", generator)
         h = bernoulli(torch.sigmoid(beta * (x @ self.W + self.c)), generator=generator)
         logits = (1.0 - beta) * self.b_a + beta * (h @ self.W.T + self.b)
         return bernoulli(torch.sigmoid(logits), generator=generator)
