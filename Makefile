@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test train lint bench clean
+.PHONY: install test train lint bench clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,5 +27,10 @@ test: $(STAMP)
 train: $(STAMP)
 	$(BIN)/ebrl train --algo sql --env-id ebrl/MultiGoal-v0 --config experiments/configs/sql.yaml --seed 0
 
+# The documentation site into site/ (mkdocs.yml; --strict: a broken link or reference fails).
+docs: $(STAMP)
+	$(BIN)/python -c "import mkdocstrings" 2>/dev/null || $(BIN)/pip install -q -e ".[docs]"
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs wandb
+	rm -rf $(VENV) runs wandb site
