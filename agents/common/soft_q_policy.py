@@ -92,11 +92,8 @@ class SoftQPolicy(BasePolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
-            lr_schedule=self._dummy_schedule,
-            net_arch=self.net_arch,
-            activation=self.activation,
-            temperature=self.temperature,
-            optimizer_class=self.optimizer_class,
+            lr_schedule=self._dummy_schedule, net_arch=self.net_arch, activation=self.activation,
+            temperature=self.temperature, optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
         )
         return data

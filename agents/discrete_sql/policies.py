@@ -28,9 +28,9 @@ class DiscreteSQLPolicy(SoftQPolicy):
         lr_schedule: learning-rate schedule of the Q-network's optimiser.
         net_arch: hidden widths of the Q-network.
         activation: activation of the Q-network (one of ``ebrl.energies.ACTIVATIONS``).
-        temperature: initial alpha of pi ∝ exp(Q/alpha).
-        normalize_images: passed to SB3's observation preprocessing.
-        optimizer_class, optimizer_kwargs: the Q-network's optimiser.
+        temperature, normalize_images, optimizer_class, optimizer_kwargs: as in
+            :class:`~agents.common.soft_q_policy.SoftQPolicy` (the initial alpha; the optimiser
+            is the Q-network's).
     """
 
     def __init__(

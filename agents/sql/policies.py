@@ -187,20 +187,14 @@ class SQLPolicy(SoftQPolicy):
             normalize_images=normalize_images, optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs, squash_output=True,
         )
-        self.n_critics = n_critics
-        self.policy_energy = policy_energy
-        self.sampler_kind = sampler
-        self.search_steps = search_steps
-        self.step_size = step_size
-        self.sampler_kwargs = sampler_kwargs
-        self.n_chains = n_chains
+        # The settings as given, grouped: critics; search; chains; proposal.
+        self.n_critics, self.policy_energy = n_critics, policy_energy
+        self.sampler_kind, self.search_steps, self.step_size = sampler, search_steps, step_size
+        self.sampler_kwargs, self.warm_start = sampler_kwargs, bool(warm_start)
+        self.n_chains, self.explore_chains = n_chains, explore_chains
+        self.use_proposal, self.n_candidates, self.defensive = bool(proposal), n_candidates, defensive
         n_chains = n_chains or (1 if proposal else 16)
-        self.explore_chains = explore_chains
         self._n_explore = explore_chains or (n_chains if sampler == "dfo" else 1)
-        self.warm_start = bool(warm_start)
-        self.use_proposal = bool(proposal)
-        self.n_candidates = n_candidates
-        self.defensive = defensive
         self._build(lr_schedule, temperature, n_chains)
 
     def _build(self, lr_schedule: Schedule, temperature: float, n_chains: int) -> None:
@@ -277,18 +271,11 @@ class SQLPolicy(SoftQPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
-            n_critics=self.n_critics,
-            policy_energy=self.policy_energy,
-            sampler=self.sampler_kind,
-            search_steps=self.search_steps,
-            step_size=self.step_size,
-            sampler_kwargs=self.sampler_kwargs,
-            n_chains=self.n_chains,
-            explore_chains=self.explore_chains,
-            warm_start=self.warm_start,
-            proposal=self.use_proposal,
-            n_candidates=self.n_candidates,
-            defensive=self.defensive,
+            n_critics=self.n_critics, policy_energy=self.policy_energy,
+            sampler=self.sampler_kind, search_steps=self.search_steps, step_size=self.step_size,
+            sampler_kwargs=self.sampler_kwargs, warm_start=self.warm_start,
+            n_chains=self.n_chains, explore_chains=self.explore_chains,
+            proposal=self.use_proposal, n_candidates=self.n_candidates, defensive=self.defensive,
         )
         return data
 

@@ -195,14 +195,11 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             device=device, seed=seed, sde_support=False, supported_action_spaces=(spaces.Box,),
             support_multi_env=True,
         )  # fmt: skip
-        self.alpha = alpha
-        self.target_entropy = target_entropy
-        self.reward_scale = reward_scale
-        self.n_particles = n_particles
-        self.value_estimator = value_estimator
+        # The settings as given, grouped: temperature; target; update schedule; guard.
+        self.alpha, self.target_entropy = alpha, target_entropy
+        self.reward_scale, self.n_particles, self.value_estimator = reward_scale, n_particles, value_estimator
         self.target_update_interval = target_update_interval
-        self.proposal_update_interval = proposal_update_interval
-        self.max_divergences = max_divergences
+        self.proposal_update_interval, self.max_divergences = proposal_update_interval, max_divergences
         self._alpha_init, self._alpha_auto = alpha_init, alpha_auto
         self.alpha_optimizer: torch.optim.Optimizer | None = None
         if _init_setup_model:
