@@ -33,6 +33,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, 
 from agents.common.safe_load import save_model
 from experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore
 from experiments.config import (
+    DEFAULT_WANDB_PROJECT,
     ConfigError,
     RunConfig,
     algo_class,
@@ -156,7 +157,7 @@ def train(
     cfg: RunConfig,
     runs_dir: str | Path = "runs",
     track: bool = False,
-    wandb_project: str = "ebrl",
+    wandb_project: str = DEFAULT_WANDB_PROJECT,
     progress_bar: bool = True,
     verbose: int = 0,
     callbacks: list[BaseCallback] | None = None,
@@ -182,7 +183,7 @@ def resume(
     run_dir: str | Path,
     total_timesteps: int | None = None,
     track: bool | None = None,
-    wandb_project: str = "ebrl",
+    wandb_project: str = DEFAULT_WANDB_PROJECT,
     progress_bar: bool = True,
     verbose: int = 0,
     callbacks: list[BaseCallback] | None = None,
