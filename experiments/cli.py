@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agents.common.safe_load import ModelFileError
-from experiments.config import ALGOS, RUN_KNOBS, ConfigError, positive_int
+from experiments.config import (
+    ALGOS,
+    DEFAULT_TIMESTEPS,
+    DEFAULT_WANDB_PROJECT,
+    RUN_KNOBS,
+    ConfigError,
+    RunConfig,
+    cli_knobs,
+    positive_int,
+)
 
 ALLOW_PICKLE_HELP = "let the model file unpickle Python objects (runs code from the file: trusted files only)"
 
@@ -49,17 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gymnasium id, e.g. ebrl/MultiGoal-v0 or Pendulum-v1 (required unless --resume)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its latest checkpoint (with --total-timesteps: train further)")
-    for name, knob in RUN_KNOBS.items():
-        if knob.cli:
-            t.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                           help=f"{knob.help} (default: the config's, else {knob.default})")
+    for name in cli_knobs():
+        t.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                       help=f"{RUN_KNOBS[name].help} (default: the config's, else {RUN_KNOBS[name].default})")
     t.add_argument("--total-timesteps", type=positive_int, default=None,
-                   help="env steps (default: the config's n_timesteps, else 10000)")
+                   help=f"env steps (default: the config's n_timesteps, else {DEFAULT_TIMESTEPS})")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--config", default=None, help="YAML hyperparameters keyed by env id (rl-zoo format)")
     t.add_argument("--track", action="store_true", help="log to W&B (offline without an account)")
-    t.add_argument("--wandb-project", default="ebrl")
-    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    t.add_argument("--wandb-project", default=DEFAULT_WANDB_PROJECT)
+    t.add_argument("--device", default=RunConfig.device,
+                   help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     t.add_argument("--runs-dir", default="runs", help="where run directories are created")
     t.add_argument("--no-progress-bar", action="store_true")
     t.add_argument("--verbose", type=int, default=0, help="1: print SB3's metric tables")
@@ -105,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
         if not args.algo or not args.env_id:
             raise ConfigError("train needs --algo and --env-id (or --resume RUN_DIR)")
         cfg = resolve(args.algo, args.env_id, args.seed, args.total_timesteps, args.config, args.device,
-                      checkpoint_freq=args.checkpoint_freq)
+                      knobs={name: getattr(args, name) for name in cli_knobs()})
         train(cfg, runs_dir=args.runs_dir, track=args.track, wandb_project=args.wandb_project,
               progress_bar=not args.no_progress_bar, verbose=args.verbose)
     except TrainingInterrupted as exc:

@@ -2,10 +2,10 @@
 
 Configs follow rl-baselines3-zoo: one YAML file per algorithm, keyed by env id, each entry the
 algorithm's constructor arguments plus a few run keys (``n_timesteps``, ``policy``, ``n_envs``,
-``env_kwargs``, ``eval_freq``, ``n_eval_episodes``). Numbers written like ``3e-4`` (a string to
-YAML 1.1) become floats, ``policy_kwargs`` may be a mapping or zoo's ``"dict(...)"`` string, and
-``train_freq`` lists become tuples. Every key is checked against the algorithm's signature, so a
-typo fails before the run directory exists.
+``env_kwargs``, ``eval_freq``, ``n_eval_episodes``, ``checkpoint_freq``). Numbers written like
+``3e-4`` (a string to YAML 1.1) become floats, ``policy_kwargs`` may be a mapping or zoo's
+``"dict(...)"`` string (:func:`parse_dict_call`), and ``train_freq`` lists become tuples. Every key
+is checked against the algorithm's signature, so a typo fails before the run directory exists.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import ast
 import importlib
 import inspect
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,11 @@ ALGOS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Knob:
-    """A run-level integer setting, declared once: its default, its lower bound, its help text, and
-    whether ``ebrl train`` also has it as an option (``--checkpoint-freq``) that overrides the
-    config file. :class:`RunConfig`'s fields, the accepted config keys, the checks in
-    :func:`resolve` and the command-line options all come from :data:`RUN_KNOBS`."""
+    """A run-level integer setting: its default, its lower bound, its help text, and whether
+    ``ebrl train`` also has it as an option (``--checkpoint-freq``) that overrides the config file.
+    Declared once, as a :class:`RunConfig` field (:func:`knob`); :data:`RUN_KNOBS` collects them,
+    and the accepted config keys, the checks in :func:`resolve` and the command-line options all
+    come from there."""
 
     default: int
     minimum: int
@@ -44,17 +46,15 @@ class Knob:
     cli: bool = False
 
 
-RUN_KNOBS: dict[str, Knob] = {
-    "n_envs": Knob(1, 1, "parallel envs (DummyVecEnv)"),
-    "eval_freq": Knob(0, 0, "env steps between evaluations during training (0: none)"),
-    "n_eval_episodes": Knob(20, 1, "episodes per evaluation"),
-    "checkpoint_freq": Knob(5_000, 0, "env steps between resumable checkpoints (0: only on stop)", cli=True),
-}
-# Run-level config keys (not constructor arguments): the knobs, the budget, the policy and env kwargs.
-RUN_KEYS = {"n_timesteps", "policy", "env_kwargs", *RUN_KNOBS}
+def knob(default: int, minimum: int, help: str, cli: bool = False) -> Any:
+    """A :class:`RunConfig` field that is a run-level knob (see :class:`Knob`)."""
+    return field(default=default, metadata={"knob": Knob(default, minimum, help, cli)})
+
+
 # Set by the command line or by the run itself, never by a config file.
 RESERVED = {"env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
 DEFAULT_TIMESTEPS = 10_000
+DEFAULT_WANDB_PROJECT = "ebrl"
 
 
 class ConfigError(ValueError):
@@ -63,7 +63,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunConfig:
-    """Everything a run needs, as saved to ``config.yaml`` in the run directory."""
+    """Everything a run needs, as saved to ``config.yaml`` in the run directory; the :func:`knob`
+    fields are the run-level knobs (their one declaration)."""
 
     algo: str
     env_id: str
@@ -71,16 +72,22 @@ class RunConfig:
     total_timesteps: int
     device: str = "auto"
     policy: str = "MlpPolicy"
-    n_envs: int = RUN_KNOBS["n_envs"].default
+    n_envs: int = knob(1, 1, "parallel envs (DummyVecEnv)")
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    eval_freq: int = RUN_KNOBS["eval_freq"].default
-    n_eval_episodes: int = RUN_KNOBS["n_eval_episodes"].default
+    eval_freq: int = knob(0, 0, "env steps between evaluations during training (0: none)")
+    n_eval_episodes: int = knob(20, 1, "episodes per evaluation")
     hyperparams: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None
-    checkpoint_freq: int = RUN_KNOBS["checkpoint_freq"].default
+    checkpoint_freq: int = knob(5_000, 0, "env steps between resumable checkpoints (0: only on stop)",
+                                cli=True)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(asdict(self))
+
+
+RUN_KNOBS: dict[str, Knob] = {f.name: f.metadata["knob"] for f in fields(RunConfig) if "knob" in f.metadata}
+# Run-level config keys (not constructor arguments): the knobs, the budget, the policy and env kwargs.
+RUN_KEYS = {"n_timesteps", "policy", "env_kwargs", *RUN_KNOBS}
 
 
 def plain(value: Any) -> Any:
@@ -125,7 +132,7 @@ def _convert(key: str, value: Any) -> Any:
         integral = number.is_integer() and "." not in value  # "1e5" -> 100000 (a buffer size)
         return int(number) if integral else number
     if key == "policy_kwargs" and isinstance(value, str):
-        return _parse_dict_call(value)
+        return parse_dict_call(value)
     if key == "train_freq" and isinstance(value, list):
         return tuple(value)
     if isinstance(value, dict):
@@ -133,18 +140,24 @@ def _convert(key: str, value: Any) -> Any:
     return value
 
 
-def _parse_dict_call(text: str) -> dict[str, Any]:
-    """Zoo writes ``policy_kwargs: "dict(net_arch=[64, 64])"``; parse it without ``eval``."""
+def parse_dict_call(text: str, what: str = "policy_kwargs") -> dict[str, Any]:
+    """Zoo's ``"dict(net_arch=[64, 64])"`` (``dict(...)`` calls may nest) or a ``{...}`` literal,
+    parsed without ``eval``; anything else raises :class:`ConfigError` naming ``what``."""
+
+    def value(node: ast.expr) -> Any:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+            if node.args or any(kw.arg is None for kw in node.keywords):
+                raise ValueError("dict() takes only key=value arguments")
+            return {kw.arg: value(kw.value) for kw in node.keywords}
+        return ast.literal_eval(node)
+
     try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
-                and not node.args):
+        out = value(ast.parse(text.strip(), mode="eval").body)
+        if not isinstance(out, dict):
             raise ValueError
-        return {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        return out
     except (SyntaxError, ValueError) as exc:
-        raise ConfigError(
-            f"policy_kwargs must be a mapping or 'dict(key=literal, ...)', got {text!r}"
-        ) from exc
+        raise ConfigError(f"{what} must be a mapping or 'dict(key=literal, ...)', got {text!r}") from exc
 
 
 def accepted_keys(cls: type) -> set[str]:
@@ -181,11 +194,12 @@ def resolve(
     seed: int,
     total_timesteps: int | None = None,
     config_file: str | Path | None = None,
-    device: str = "auto",
-    checkpoint_freq: int | None = None,
+    device: str = RunConfig.device,
+    knobs: Mapping[str, int | None] | None = None,
 ) -> RunConfig:
     """Check the algo, env id and config keys, and merge file and command line (command line wins:
-    ``total_timesteps`` and the :data:`RUN_KNOBS` with ``cli=True``, here ``checkpoint_freq``)."""
+    ``total_timesteps`` and ``knobs``, the values given for :data:`RUN_KNOBS` with ``cli=True``,
+    here ``checkpoint_freq``; None means not given)."""
     cls = algo_class(algo)
     check_env_id(env_id)
     params = load_hyperparams(config_file, env_id)
@@ -202,8 +216,11 @@ def resolve(
         raise ConfigError(f"total timesteps must be an integer, got {steps!r}")
     if int(steps) < 1:
         raise ConfigError(f"total timesteps must be >= 1, got {steps}")
-    if checkpoint_freq is not None:
-        run["checkpoint_freq"] = checkpoint_freq
+    for name, value in (knobs or {}).items():
+        if name not in RUN_KNOBS or not RUN_KNOBS[name].cli:
+            raise ConfigError(f"{name!r} is not a command-line knob ({', '.join(cli_knobs())})")
+        if value is not None:
+            run[name] = value
     knobs = {name: run.get(name, knob.default) for name, knob in RUN_KNOBS.items()}
     for name, value in knobs.items():
         least = RUN_KNOBS[name].minimum
@@ -218,12 +235,17 @@ def resolve(
         seed=int(seed),
         total_timesteps=int(steps),
         device=device,
-        policy=str(run.get("policy", "MlpPolicy")),
+        policy=str(run.get("policy", RunConfig.policy)),
         env_kwargs=dict(run.get("env_kwargs") or {}),
         hyperparams=params,
         config_file=str(config_file) if config_file is not None else None,
         **knobs,
     )
+
+
+def cli_knobs() -> list[str]:
+    """The :data:`RUN_KNOBS` that ``ebrl train`` also takes as options."""
+    return [name for name, knob in RUN_KNOBS.items() if knob.cli]
 
 
 def hyperparams_for_model(hyperparams: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,7 @@ from typing import Any
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.common.checkpoint import CheckpointDir
-from agents.common.training_state import save_training_checkpoint
+from experiments.checkpoints import CheckpointDir, save_training_checkpoint
 
 
 class EnvFailure(RuntimeError):

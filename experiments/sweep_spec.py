@@ -24,6 +24,7 @@ import yaml
 
 from experiments.config import (
     ALGOS,
+    DEFAULT_WANDB_PROJECT,
     RUN_KEYS,
     ConfigError,
     RunConfig,
@@ -55,7 +56,7 @@ class SweepSpec:
     scheduler: dict[str, Any] | None = None
     cpus: float = 1.0
     gpus: float = 0.0
-    wandb_project: str = "ebrl"
+    wandb_project: str = DEFAULT_WANDB_PROJECT
 
 
 def _number(key: str, value: Any) -> Any:
@@ -181,7 +182,7 @@ def parse_sweep(data: Any, source: Path, num_samples: int | None = None) -> Swee
     return SweepSpec(name=str(data.get("name", source.stem)), base=base,
                      configs=draw_configs(domains, samples, int(data.get("search_seed", 0))), seeds=seeds,
                      metric=metric, mode=mode, scheduler=scheduler, cpus=float(cpus), gpus=float(gpus),
-                     wandb_project=str(data.get("wandb_project", "ebrl")))
+                     wandb_project=str(data.get("wandb_project", DEFAULT_WANDB_PROJECT)))
 
 
 def load_sweep(path: str | Path, num_samples: int | None = None) -> SweepSpec:

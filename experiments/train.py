@@ -30,10 +30,10 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
 
-from agents.common.checkpoint import CheckpointDir
 from agents.common.safe_load import save_model
-from agents.common.training_state import load_training_checkpoint, restore
+from experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore
 from experiments.config import (
+    DEFAULT_WANDB_PROJECT,
     ConfigError,
     RunConfig,
     algo_class,
@@ -134,7 +134,7 @@ def resolved_hyperparams(model: BaseAlgorithm) -> dict[str, Any]:
 
 def _wandb_start(cfg: RunConfig, run_dir: Path, project: str, logger: Logger, resolved: dict[str, Any],
                  run_id: str | None = None) -> Any:
-    from agents.wandb_logger import attach, init_wandb
+    from experiments.wandb_logger import attach, init_wandb
 
     sampler = resolved["policy_kwargs"].get("sampler")
     run = init_wandb({**cfg.to_dict(), "resolved": resolved}, project=project, name=run_dir.name,
@@ -157,7 +157,7 @@ def train(
     cfg: RunConfig,
     runs_dir: str | Path = "runs",
     track: bool = False,
-    wandb_project: str = "ebrl",
+    wandb_project: str = DEFAULT_WANDB_PROJECT,
     progress_bar: bool = True,
     verbose: int = 0,
     callbacks: list[BaseCallback] | None = None,
@@ -183,7 +183,7 @@ def resume(
     run_dir: str | Path,
     total_timesteps: int | None = None,
     track: bool | None = None,
-    wandb_project: str = "ebrl",
+    wandb_project: str = DEFAULT_WANDB_PROJECT,
     progress_bar: bool = True,
     verbose: int = 0,
     callbacks: list[BaseCallback] | None = None,
@@ -275,7 +275,7 @@ def _run(model: BaseAlgorithm, cfg: RunConfig, run_dir: Path, logger: Logger, wa
 
     sync = None
     if wandb_run is not None:
-        from agents.wandb_logger import finish_wandb
+        from experiments.wandb_logger import finish_wandb
 
         sync = finish_wandb(wandb_run, {p.stem: str(p) for p in images}, str(run_dir / "model.zip"))
     print_summary(summary, run_dir, images, sync)

@@ -20,13 +20,12 @@ import yaml
 
 import envs  # noqa: F401  (registers ebrl/...)
 from agents import SQL, DiscreteSQL
-from agents.common.checkpoint import CheckpointDir, CheckpointError
 from agents.common.safe_load import ModelFileError, safe_load
-from agents.common.training_state import load_training_checkpoint
 from ebrl import BoltzmannPolicy, MLPEnergy, StateActionEnergy
 from ebrl.boltzmann_machines import DBN, RBM, BoltzmannMachine, GaussianBernoulliRBM
 from ebrl.heads import AnomalyScorer, Denoiser, Generator
 from ebrl.samplers import MALA, DerivativeFree, Langevin
+from experiments.checkpoints import CheckpointDir, CheckpointError, load_training_checkpoint
 from experiments.cli import main as cli_main
 from experiments.config import ConfigError, resolve
 

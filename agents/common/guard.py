@@ -22,8 +22,8 @@ rolled back, with every optimiser's state, to the last good snapshot. Snapshots 
 state per env step cost a fifth of SAC-sized training time); every call still checks the
 parameters, with one reduction per tensor. Actions from
 the MCMC sampler are checked too (``_sample_action``): a non-finite action restarts the chains and
-is replaced by a uniform one. Checkpoints refuse non-finite tensors
-(:func:`agents.common.training_state.check_finite_params`), so a checkpoint never holds NaN or inf.
+is replaced by a uniform one. The run checkpoints of ``ebrl train`` refuse non-finite tensors
+(``experiments/checkpoints/state.py``, ``check_finite_params``), so a checkpoint never holds NaN or inf.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
-from agents.common.checkpoint import from_plain, to_plain
+from agents.common.plain import from_plain, to_plain
 from ebrl.atomic import atomic_write_bytes
 
 META = "ebrl.json"

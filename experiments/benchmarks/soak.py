@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from agents import SQL  # noqa: E402
-from agents.common.checkpoint import CheckpointDir  # noqa: E402
 from agents.common.safe_load import safe_load, save_model  # noqa: E402
-from agents.common.training_state import load_training_checkpoint, restore  # noqa: E402
+from experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore  # noqa: E402
 from experiments.evaluate import evaluate  # noqa: E402
 from experiments.faults import CheckpointCallback, StopRequest  # noqa: E402
 

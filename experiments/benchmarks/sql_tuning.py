@@ -19,7 +19,6 @@ Each finished run is appended to ``experiments/results/sql_tuning_runs.jsonl``.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 from pathlib import Path
@@ -33,23 +32,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from agents import SQL
+from experiments.config import parse_dict_call
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "sql_tuning_runs.jsonl"
-
-
-def parse_kwargs(text: str) -> dict[str, Any]:
-    """``dict(a=1, b=dict(c=2))`` or a ``{...}`` literal, without eval."""
-    node = ast.parse(text, mode="eval").body
-
-    def value(n: ast.expr) -> Any:
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "dict" and not n.args:
-            return {kw.arg: value(kw.value) for kw in n.keywords}
-        return ast.literal_eval(n)
-
-    out = value(node)
-    if not isinstance(out, dict):
-        raise ValueError(f"--kwargs must be a dict, got {text!r}")
-    return out
 
 
 def evaluate(model: BaseAlgorithm, env: Any, variants: bool) -> dict[str, float]:
@@ -107,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    kwargs = parse_kwargs(args.kwargs)
+    kwargs = parse_dict_call(args.kwargs, "--kwargs")
     env = make_vec_env(args.env_id, n_envs=1, seed=args.seed)
     eval_env = make_vec_env(args.env_id, n_envs=5, seed=10_000 + args.seed)
     model = (SQL if args.algo == "SQL" else SAC)("MlpPolicy", env, seed=args.seed, device="cpu", **kwargs)

@@ -13,11 +13,10 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import SQL, DiscreteSQL
-from agents.common.checkpoint import CheckpointDir
 from agents.common.guard import DivergenceGuardMixin
 from agents.common.safe_load import ModelFileError, UnsafeModelError, safe_load, save_model
-from agents.common.training_state import save_training_checkpoint
 from ebrl.errors import NonFiniteError
+from experiments.checkpoints import CheckpointDir, save_training_checkpoint
 
 if issubclass(SQL, DivergenceGuardMixin):
     GuardedSQL = SQL

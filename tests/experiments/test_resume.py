@@ -16,8 +16,7 @@ import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.common.checkpoint import CheckpointDir
-from agents.common.training_state import load_training_checkpoint
+from experiments.checkpoints import CheckpointDir, load_training_checkpoint
 from experiments.config import RunConfig
 from experiments.train import TrainingInterrupted, resume, train
 
@@ -220,7 +219,7 @@ def test_sigterm_checkpoints_and_exits_with_the_resume_command(tmp_path: Path) -
 
 KILL_DURING_SAVE = """
 import os, signal, sys
-from agents.common.checkpoint import CheckpointDir
+from experiments.checkpoints import CheckpointDir
 d = CheckpointDir(sys.argv[1])
 d.save(10, {"a.bin": lambda f: f.write(b"complete")}, {"note": "first"})
 def half_then_die(f):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import agents.wandb_logger as wl
+import experiments.wandb_logger as wl
 from experiments.cli import main
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints that survive SIGKILL: atomic files, checkpoint directories and a ``latest`` pointer.
+"""The ``checkpoints/`` folder of a run: atomic checkpoint directories and a ``latest`` pointer.
 
 Every file is written to a temporary name in the same directory, flushed, ``fsync``-ed and then
 renamed over its final name (``os.replace`` is atomic on POSIX), so a reader sees either the old
@@ -8,106 +8,39 @@ complete); ``checkpoints/latest.json`` is replaced only after the directory is c
 killed in the middle of a save therefore leaves at worst a stale ``.tmp-*`` directory, which the
 next save removes, and ``latest.json`` still names the previous complete checkpoint.
 
-Plain data (``state.json``) is encoded by :func:`to_plain` / :func:`from_plain`: numbers, strings,
-lists, tuples, string-keyed dicts, NumPy arrays and scalars (bit-exact, base64) and NumPy random
-generators (their ``bit_generator.state``). Nothing in a checkpoint is unpickled when it is read.
+Plain data (``state.json``) is encoded by :func:`agents.common.plain.to_plain` and read back by
+:func:`decode`. Nothing in a checkpoint is unpickled when it is read.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import tempfile
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
+from agents.common.plain import PlainDataError, from_plain
 from ebrl.atomic import atomic_write, atomic_write_json, fsync_dir
 
 FORMAT = 1
 LATEST = "latest.json"
 COMPLETE = "state.json"  # written last inside a checkpoint directory
-_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
-
-
-class NotPlainError(TypeError):
-    """A value that :func:`to_plain` cannot store without pickling it."""
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete or not one of ebrl's."""
 
 
-# ----------------------------------------------------------------------------- plain data
-
-
-def to_plain(value: Any) -> Any:
-    """JSON-safe, bit-exact encoding of plain data; raises :class:`NotPlainError` otherwise."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (np.ndarray, np.generic)):
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biufc":
-            raise NotPlainError(f"array of dtype {arr.dtype}")
-        return {
-            "__nd__": base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode(),
-            "dtype": arr.dtype.str,
-            "shape": list(arr.shape),
-            "scalar": isinstance(value, np.generic),
-        }
-    if isinstance(value, np.random.Generator):
-        return {"__rng__": value.bit_generator.state}
-    if isinstance(value, tuple):
-        return {"__tuple__": [to_plain(v) for v in value]}
-    if isinstance(value, (list, deque)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
-            raise NotPlainError("dict with non-string keys")
-        return {"__dict__": {k: to_plain(v) for k, v in value.items()}}
-    raise NotPlainError(type(value).__name__)
-
-
-def from_plain(obj: Any) -> Any:
-    """Inverse of :func:`to_plain` (builds only arrays, tuples, dicts, lists and NumPy generators)."""
-    if isinstance(obj, list):
-        return [from_plain(v) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__nd__" in obj:
-        arr = np.frombuffer(base64.b64decode(obj["__nd__"]), dtype=np.dtype(obj["dtype"]))
-        arr = arr.reshape(obj["shape"]).copy()
-        return arr[()] if obj.get("scalar") else arr
-    if "__rng__" in obj:
-        state = obj["__rng__"]
-        name = state.get("bit_generator")
-        if name not in _BIT_GENERATORS:
-            raise CheckpointError(f"unknown random bit generator {name!r} in checkpoint")
-        bit_generator = getattr(np.random, name)()
-        bit_generator.state = state
-        return np.random.Generator(bit_generator)
-    if "__tuple__" in obj:
-        return tuple(from_plain(v) for v in obj["__tuple__"])
-    if "__dict__" in obj:
-        return {k: from_plain(v) for k, v in obj["__dict__"].items()}
-    raise CheckpointError(f"unknown encoded value with keys {sorted(obj)}")
-
-
-def is_plain(value: Any) -> bool:
-    """Whether ``value`` is plain data that :func:`to_plain` can encode bit-exactly."""
+def decode(obj: Any) -> Any:
+    """:func:`~agents.common.plain.from_plain` for checkpoint data: an unknown encoding is a
+    :class:`CheckpointError`."""
     try:
-        to_plain(value)
-    except NotPlainError:
-        return False
-    return True
-
-
-# ----------------------------------------------------------------------------- checkpoint directories
+        return from_plain(obj)
+    except PlainDataError as exc:
+        raise CheckpointError(f"{exc} in checkpoint") from exc
 
 
 class CheckpointDir:

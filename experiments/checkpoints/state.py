@@ -30,16 +30,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from agents.common.checkpoint import (
-    CheckpointDir,
-    CheckpointError,
-    from_plain,
-    is_plain,
-    read_state,
-    to_plain,
-)
+from agents.common.plain import is_plain, to_plain
 from ebrl.errors import NonFiniteError
 from ebrl.samplers import Sampler
+from experiments.checkpoints.directory import CheckpointDir, CheckpointError, decode, read_state
 
 COUNTERS = (
     "num_timesteps",
@@ -99,7 +93,7 @@ def restore_env(env: Any, layers: list[dict[str, Any]]) -> None:
         )
     for layer, saved in zip(actual, layers, strict=True):
         for name, value in saved["attrs"].items():
-            setattr(layer, name, from_plain(value))
+            setattr(layer, name, decode(value))
 
 
 def _space_rng(space: Any) -> Any:
@@ -209,8 +203,8 @@ def restore(
     for key, value in state["counters"].items():
         setattr(model, key, value)
     window = model._stats_window_size
-    model.ep_info_buffer = deque(from_plain(state["ep_info_buffer"]), maxlen=window)
-    model.ep_success_buffer = deque(from_plain(state["ep_success_buffer"]), maxlen=window)
+    model.ep_info_buffer = deque(decode(state["ep_info_buffer"]), maxlen=window)
+    model.ep_success_buffer = deque(decode(state["ep_success_buffer"]), maxlen=window)
     buffer = getattr(model, "replay_buffer", None)
     if buffer is not None and "buffer" in state:
         _restore_buffer(buffer, arrays, state["buffer"])
@@ -218,7 +212,7 @@ def restore(
         model._last_obs = None  # learn() resets the envs
     else:
         for key, value in state["last"].items():
-            setattr(model, key, from_plain(value))
+            setattr(model, key, decode(value))
         venv = model.get_env()
         if state.get("env") is not None and isinstance(venv, DummyVecEnv):
             if len(venv.envs) != len(state["env"]["envs"]):
@@ -228,14 +222,14 @@ def restore(
             for env, layers in zip(venv.envs, state["env"]["envs"], strict=True):
                 restore_env(env, layers)
             for key, value in state["env"]["vec"].items():
-                setattr(venv, key, from_plain(value))
+                setattr(venv, key, decode(value))
     rng = state["rng"]
-    random.setstate(from_plain(rng["python"]))
-    np.random.set_state(from_plain(rng["numpy"]))  # noqa: NPY002
+    random.setstate(decode(rng["python"]))
+    np.random.set_state(decode(rng["numpy"]))  # noqa: NPY002
     torch.set_rng_state(tensors["torch_rng"])
     for name in ("action_space", "observation_space"):
         if rng.get(name) is not None:
-            getattr(model, name)._np_random = from_plain(rng[name])
+            getattr(model, name)._np_random = decode(rng[name])
 
 
 def _restore_buffer(buffer: Any, arrays: dict[str, np.ndarray], saved: dict[str, Any]) -> None:
@@ -257,7 +251,7 @@ def _restore_buffer(buffer: Any, arrays: dict[str, np.ndarray], saved: dict[str,
             )
         target[:filled] = value
     for name, value in saved["attrs"].items():
-        setattr(buffer, name, from_plain(value))
+        setattr(buffer, name, decode(value))
 
 
 # ----------------------------------------------------------------------------- whole checkpoints
