@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--total-timesteps", type=positive_int, default=None,
                    help=f"env steps (default: the config's n_timesteps, else {DEFAULT_TIMESTEPS})")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--config", default=None, help="YAML hyperparameters keyed by env id (rl-zoo format)")
+    t.add_argument("--config", default=None,
+                   help="YAML hyperparameters keyed by env id (rl-zoo format): a path, or a shipped config "
+                        "by name (sql, sac, dqn, discrete-sql)")
     t.add_argument("--track", action="store_true", help="log to W&B (offline without an account)")
     t.add_argument("--wandb-project", default=DEFAULT_WANDB_PROJECT)
     t.add_argument("--device", default=RunConfig.device,

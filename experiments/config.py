@@ -17,6 +17,7 @@ import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +167,32 @@ def accepted_keys(cls: type) -> set[str]:
     return {p for p in params if p not in {"self", "policy", *RESERVED}} | RUN_KEYS
 
 
+SHIPPED = {"configs": "config file", "sweeps": "sweep file"}
+
+
+def shipped_file(kind: str, name: str | Path) -> Path:
+    """The YAML file ``name`` names: a path that exists, else one shipped with ebrl (package data
+    under ``experiments/<kind>/``) by its name (``sql``, ``sql.yaml``) or by a repository path
+    (``experiments/configs/sql.yaml`` from any folder). ``kind``: ``"configs"`` or ``"sweeps"``."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    folder = Path(str(resources.files("experiments"))) / kind
+    stem = path.name.removesuffix(".yaml")
+    candidate = folder / f"{stem}.yaml"
+    if path.parent in (Path("."), Path(kind), Path("experiments") / kind) and candidate.is_file():
+        return candidate
+    names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+    raise ConfigError(f"{SHIPPED[kind]} not found: {name} (give a path, or the name of one shipped "
+                      f"with ebrl: {names})")
+
+
 def load_hyperparams(config_file: str | Path | None, env_id: str) -> dict[str, Any]:
-    """The config file's entry for ``env_id`` (empty without a file)."""
+    """The config file's entry for ``env_id`` (empty without a file); ``config_file`` is a path
+    or the name of a shipped config (:func:`shipped_file`)."""
     if config_file is None:
         return {}
-    path = Path(config_file)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = shipped_file("configs", config_file)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

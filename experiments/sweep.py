@@ -277,7 +277,8 @@ def run_parallel(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: Sequence[
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``ebrl sweep``."""
-    parser.add_argument("--config", default=None, help="sweep file, e.g. experiments/sweeps/pendulum.yaml")
+    parser.add_argument("--config", default=None,
+                        help="sweep file: a path, or a shipped one by name (smoke, pendulum)")
     parser.add_argument("--address", default=None,
                         help="join a running Ray cluster ('auto', or host:port); default: start Ray here")
     parser.add_argument("--num-samples", type=positive_int, default=None,
@@ -296,7 +297,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Run ``ebrl sweep``; bad sweep files raise ConfigError before Ray starts. Returns the exit code."""
     if importlib.util.find_spec("ray") is None:
-        raise ConfigError("ebrl sweep needs Ray Tune: pip install -e '.[sweep]'")
+        raise ConfigError("ebrl sweep needs Ray Tune: pip install 'ebrl[sweep]' (in a clone: pip install -e '.[sweep]')")
     if args.resume is not None:
         spec = spec_from_dir(args.resume)
     elif args.config is None:

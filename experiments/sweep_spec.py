@@ -32,6 +32,7 @@ from experiments.config import (
     algo_class,
     hyperparams_for_model,
     resolve,
+    shipped_file,
 )
 
 SWEEP_KEYS = {"name", "algo", "env_id", "config", "total_timesteps", "device", "hyperparams", "search",
@@ -186,10 +187,8 @@ def parse_sweep(data: Any, source: Path, num_samples: int | None = None) -> Swee
 
 
 def load_sweep(path: str | Path, num_samples: int | None = None) -> SweepSpec:
-    """Read and validate a sweep file (no Ray needed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
+    """Read and validate a sweep file (no Ray needed): a path, or the name of a shipped one."""
+    path = shipped_file("sweeps", path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -191,3 +191,30 @@ def test_shipped_configs_resolve(config: Path) -> None:
     for env_id in yaml.safe_load(config.read_text()):
         cfg = resolve(algo, env_id, seed=0, config_file=config)
         assert cfg.total_timesteps >= 1
+
+
+def test_shipped_configs_and_sweeps_are_found_by_name_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    from experiments.sweep_spec import load_sweep
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: relative repository paths do not exist here
+    by_path = load_hyperparams(CONFIGS / "sql.yaml", "ebrl/MultiGoal-v0")
+    for name in ("sql", "sql.yaml", "experiments/configs/sql.yaml"):
+        assert load_hyperparams(name, "ebrl/MultiGoal-v0") == by_path, name
+    assert load_sweep("smoke").name == "smoke"
+    assert load_sweep("experiments/sweeps/smoke.yaml").name == "smoke"
+    with pytest.raises(ConfigError, match=r"config file not found: nope .*shipped with ebrl: .*sql"):
+        load_hyperparams("nope", "ebrl/MultiGoal-v0")
+    with pytest.raises(ConfigError, match=r"sweep file not found: other/smoke.yaml"):
+        load_sweep("other/smoke.yaml")  # a path elsewhere is never silently replaced by a shipped file
+    assert not any(tmp_path.iterdir())
+
+
+def test_shipped_yaml_files_are_package_data() -> None:
+    import re
+
+    text = (CONFIGS.parents[1] / "pyproject.toml").read_text()
+    section = text.split("[tool.setuptools.package-data]", 1)[1]
+    patterns = re.findall(r'"([^"]+)"', re.search(r"^experiments = \[(.*)\]$", section, re.M).group(1))
+    shipped = {p.relative_to(CONFIGS.parent) for kind in ("configs", "sweeps")
+               for p in (CONFIGS.parent / kind).glob("*.yaml")}
+    assert shipped and all(any(p.match(pattern) for pattern in patterns) for p in shipped)
