@@ -297,7 +297,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Run ``ebrl sweep``; bad sweep files raise ConfigError before Ray starts. Returns the exit code."""
     if importlib.util.find_spec("ray") is None:
-        raise ConfigError("ebrl sweep needs Ray Tune: pip install 'ebrl[sweep]' (in a clone: pip install -e '.[sweep]')")
+        raise ConfigError("ebrl sweep needs Ray Tune: pip install 'ebrl[sweep]' "
+                          "(in a clone: pip install -e '.[sweep]')")
     if args.resume is not None:
         spec = spec_from_dir(args.resume)
     elif args.config is None:
