@@ -6,18 +6,41 @@ minimised, the rest are tensors for logging. :func:`ebrl.training.fit` runs them
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ebrl.errors import NonFiniteError
-from ebrl.heads._protocol import EnergyLike, as_energy, check_sigma, input_grad, noise_context
+from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy, check_sigma, input_grad, noise_context
 from ebrl.samplers import Langevin, Sampler
 from ebrl.validation import check_fraction, check_int, check_positive_float
 
+Terms = dict[str, Tensor]
+Generator = torch.Generator | None
 
-class ContrastiveDivergence:
+
+class EnergyObjective(ABC):
+    """Base of the objectives: :meth:`loss` views any energy-like model (an ``Energy``, a model
+    with a free energy, a callable, an ensemble) as an energy and computes the terms on it."""
+
+    diagnostics: dict[str, float]
+
+    def loss(
+        self, energy: EnergyLike, x: Tensor, context: Tensor | None = None, generator: Generator = None
+    ) -> Terms:
+        """Named terms for one batch of data ``x`` ``(batch, dim)`` with optional ``context``
+        ``(batch, c)``: ``"loss"`` is minimised, the rest are for logging; ``generator`` drives any
+        sampling and noise."""
+        return self._terms(as_energy(energy), x, context, generator)
+
+    @abstractmethod
+    def _terms(self, view: EnergyView, x: Tensor, context: Tensor | None, generator: Generator) -> Terms:
+        """The terms on the energy view (what each objective defines)."""
+
+
+class ContrastiveDivergence(EnergyObjective):
     """Persistent contrastive divergence for deep energies (Du & Mordatch 2019; Grathwohl 2019).
 
     The maximum-likelihood gradient of p ∝ exp(-E) is E_data[∇θE] - E_model[∇θE]; the model
@@ -78,16 +101,8 @@ class ContrastiveDivergence:
         restart = torch.rand((n, 1), device=x.device, dtype=x.dtype, generator=generator) < self.reinit_prob
         return idx, torch.where(restart, fresh, self.buffer[idx])
 
-    def loss(
-        self,
-        energy: EnergyLike,
-        x: Tensor,
-        context: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Terms for one batch of data ``x`` ``(batch, dim)`` (positives) with optional ``context``
-        ``(batch, c)`` (negatives are sampled under the same contexts)."""
-        view = as_energy(energy)
+    def _terms(self, view: EnergyView, x: Tensor, context: Tensor | None, generator: Generator) -> Terms:
+        # x are the positives; the negatives are sampled under the same contexts.
         idx, x0 = self._draw_init(x.shape[0], x, generator)
         result = self.sampler.sample(view.condition(context), x0[:, None], generator=generator)
         x_neg = result.samples[:, 0].detach()
@@ -114,7 +129,7 @@ class ContrastiveDivergence:
                 "energy_neg": e_neg.detach().mean(), "l2": l2.detach(), "grad_penalty": gp.detach()}
 
 
-class DenoisingScoreMatching:
+class DenoisingScoreMatching(EnergyObjective):
     """Denoising score matching (Vincent 2011) at one or several noise levels.
 
     With x_noisy = x + sigma xi, the optimal -∇E(x_noisy) is the score of the noisy density,
@@ -138,15 +153,7 @@ class DenoisingScoreMatching:
         self.noise_conditional = bool(noise_conditional)
         self.diagnostics: dict[str, float] = {}
 
-    def loss(
-        self,
-        energy: EnergyLike,
-        x: Tensor,
-        context: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Terms for one batch ``x`` ``(batch, dim)`` with optional ``context`` ``(batch, c)``."""
-        view = as_energy(energy)
+    def _terms(self, view: EnergyView, x: Tensor, context: Tensor | None, generator: Generator) -> Terms:
         levels = torch.tensor(self.sigmas, device=x.device, dtype=x.dtype)
         sigma = levels[torch.randint(len(self.sigmas), (x.shape[0],), device=x.device, generator=generator)]
         xi = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
