@@ -342,8 +342,9 @@ def summarise(runs: list[dict[str, Any]], task: str) -> dict[str, Any]:
             continue
         finals = np.array([r["final_return"] for r in rs])
         # Speed only from runs whose machine was not oversubscribed (a record with a
-        # ``speed_note`` ran beside more processes than cores: its CPU time is inflated).
-        timed = [r for r in rs if not r.get("speed_note")] or rs
+        # ``speed_note`` ran beside more processes than cores, or on a slower day: its CPU time
+        # is not comparable). None timed: no speed figure ("n/a"), never an inflated one.
+        timed = [r for r in rs if not r.get("speed_note")]
         out[algo] = {
             "seeds": [r["seed"] for r in rs],
             "final_returns": finals.tolist(),
@@ -424,12 +425,13 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         if "SQL" in s and "SAC" in s:
             lines += [f"SQL / SAC: final IQM {_fmt(s['ratio_final_iqm'], '.2f')}, learning-phase CPU "
                       f"steps/s {_fmt(s['ratio_learn_steps_per_s_cpu'], '.2f')}.", ""]
-        partial = [f"{algo} from seed(s) {', '.join(map(str, s[algo]['speed_seeds']))}" for algo in ALGOS
-                   if algo in s and len(s[algo]["speed_seeds"]) < len(s[algo]["seeds"])]
+        partial = [f"{algo} from seed(s) {', '.join(map(str, s[algo]['speed_seeds'])) or '(none)'}"
+                   for algo in ALGOS if algo in s and len(s[algo]["speed_seeds"]) < len(s[algo]["seeds"])]
         if partial:
-            lines += [f"Speed columns: {'; '.join(partial)} only; the other runs have a `speed_note` in "
-                      "the runs file (they ran on an oversubscribed machine, so their CPU time is "
-                      "inflated; their returns count).", ""]
+            lines += [f"Speed columns: {'; '.join(partial)} only; the other runs have a "
+                      "`speed_note` in the runs file (they ran on an oversubscribed or slower machine, "
+                      "so their CPU time is not comparable; their returns count). Side-by-side speed: "
+                      "experiments/results/sql_profile.md.", ""]
         few = [f"{algo}: {len(s[algo]['seeds'])} seed(s) ({', '.join(map(str, s[algo]['seeds']))})"
                for algo in ALGOS if algo in s and len(s[algo]["seeds"]) < 3]
         if few:
