@@ -61,8 +61,6 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from experiments.train import train
-
     cfg = apply_params(RunConfig(**setup["base"]), config["cfg"]["params"], seed=config["seed"])
     if cfg.device == "auto":  # use exactly what Ray granted, not whatever GPU the node has
         cfg = replace(cfg, device="cuda" if ray.get_gpu_ids() else "cpu")
@@ -75,8 +73,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     def work() -> None:
         try:
-            train(cfg, runs_dir=run_root, track=setup["track"], wandb_project=setup["wandb_project"],
-                  progress_bar=False)
+            _train_or_resume(cfg, run_root, setup)
         except BaseException as exc:  # re-raised in the trial thread so that Tune marks the trial ERROR
             outcome["error"] = exc
 
@@ -96,6 +93,25 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
                 tune.report(row)
         if done:
             return
+
+
+def _train_or_resume(cfg: RunConfig, run_root: Path, setup: dict[str, Any]) -> None:
+    """Train the trial's run; a trial run again by ``ebrl sweep --resume`` continues its own run
+    from its latest checkpoint (same run folder, same W&B run) instead of starting a second one."""
+    from experiments.checkpoints import CheckpointDir
+    from experiments.train import resume, train
+
+    started = sorted(p.parent for p in run_root.glob("*/checkpoints") if CheckpointDir(p).latest())
+    if not started:
+        train(cfg, runs_dir=run_root, track=setup["track"], wandb_project=setup["wandb_project"],
+              progress_bar=False)
+        return
+    try:
+        resume(started[-1], track=setup["track"], wandb_project=setup["wandb_project"], progress_bar=False)
+    except ConfigError as exc:
+        if "checkpoint is at step" not in str(exc):
+            raise
+        # Its checkpoint is final: the run had finished training; its metrics are reported as they are.
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -200,7 +216,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path = "runs/sweeps", address: str
             import ray
 
             ray.shutdown()
-    write_report(trials, exp_dir, spec.metric, spec.mode)
+    write_report(trials, exp_dir, spec.metric, spec.mode, unfinished=unfinished)
     return exp_dir, trials, unfinished
 
 
@@ -312,14 +328,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                                 max_concurrent=args.max_concurrent, track=args.track, resume=args.resume,
                                 verbose=0 if args.quiet else 1)
     rows = summarise(trials, spec.mode)
+    errored = sum(t.status == "ERROR" for t in trials)
+    if errored or unfinished:
+        print(f"warning: partial results: {errored} trial(s) failed and {unfinished} did not finish",
+              file=sys.stderr)
     print(markdown_table(rows, spec.metric), end="")
     best = rows[0] if rows and rows[0]["mean"] is not None else None
     if best is not None:
         se = "" if best["stderr"] is None else f" ± {best['stderr']:.2f}"
-        print(f"best: {best['config']} {json.dumps(best['params'])}: final {spec.metric} "
+        label = "best so far (partial)" if errored or unfinished else "best"
+        print(f"{label}: {best['config']} {json.dumps(best['params'])}: final {spec.metric} "
               f"{best['mean']:.2f}{se} (IQM {best['iqm']:.2f}, {best['n']} seeds)")
     print(f"sweep saved in {exp_dir}/ (results.csv, results.md, results.json, returns.png, runs/)")
-    errored = sum(t.status == "ERROR" for t in trials)
     if errored or unfinished:
         print(f"{errored} trials failed and {unfinished} did not finish; continue with: "
               f"ebrl sweep --resume {exp_dir}", file=sys.stderr)

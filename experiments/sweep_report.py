@@ -123,8 +123,12 @@ def plot_curves(trials: list[TrialResult], rows: list[dict[str, Any]], metric: s
     return path
 
 
-def write_report(trials: list[TrialResult], out_dir: Path, metric: str, mode: str) -> list[Path]:
-    """Write ``results.csv``, ``results.md``, ``results.json`` and ``returns.png``; return their paths."""
+def write_report(trials: list[TrialResult], out_dir: Path, metric: str, mode: str,
+                 unfinished: int = 0) -> list[Path]:
+    """Write ``results.csv``, ``results.md``, ``results.json`` and ``returns.png``; return their paths.
+
+    ``unfinished``: trials that did not finish (an interrupted sweep); the md and json say the
+    figures are partial, so that a partial table is never mistaken for the sweep's result."""
     rows = summarise(trials, mode)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "results.csv"
@@ -135,10 +139,12 @@ def write_report(trials: list[TrialResult], out_dir: Path, metric: str, mode: st
         for r in rows:
             writer.writerow([json.dumps(r[k]) if k in ("params", "finals") else r[k] for k in keys])
     md_path = out_dir / "results.md"
-    md_path.write_text(markdown_table(rows, metric))
+    warning = (f"**PARTIAL**: {unfinished} trial(s) did not finish; these figures cover the finished "
+               f"evaluations only (continue with `ebrl sweep --resume {out_dir}`).\n\n") if unfinished else ""
+    md_path.write_text(warning + markdown_table(rows, metric))
     json_path = out_dir / "results.json"
     json_path.write_text(json.dumps({
-        "metric": metric, "mode": mode, "configs": rows,
+        "metric": metric, "mode": mode, "unfinished_trials": unfinished, "configs": rows,
         "trials": [{"config": t.config_id, "seed": t.seed, "status": t.status, "final": t.final,
                     "run_dir": t.run_dir, "timesteps": t.timesteps, "returns": t.returns} for t in trials],
     }, indent=2))

@@ -145,3 +145,33 @@ def test_tiny_local_sweep_finishes_reports_and_resumes_without_rerunning(tmp_pat
             assert len(list(calls.iterdir())) == 3
     finally:
         ray.shutdown()
+
+
+def test_a_trial_run_again_continues_its_own_run_from_its_checkpoint(tmp_path: Path) -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from experiments.checkpoints import CheckpointDir
+    from experiments.checkpoints.directory import read_state
+    from experiments.sweep import _train_or_resume
+    from experiments.train import train
+
+    class Interrupt(BaseCallback):  # the sweep stopped while this trial was in flight
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 250:
+                raise KeyboardInterrupt
+            return True
+
+    cfg = apply_params(load_sweep(SWEEPS / "smoke.yaml").base,
+                       {"n_timesteps": 400, "checkpoint_freq": 100, "eval_freq": 200}, seed=0)
+    run_root = tmp_path / "c0_seed0"
+    setup = {"track": False, "wandb_project": "ebrl"}
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, runs_dir=run_root, progress_bar=False, callbacks=[Interrupt()])
+    (run_dir,) = [p for p in run_root.iterdir() if p.is_dir()]
+    assert read_state(CheckpointDir(run_dir / "checkpoints").latest())["step"] < 400
+
+    _train_or_resume(cfg, run_root, setup)  # what the trial does when `ebrl sweep --resume` reruns it
+    assert [p for p in run_root.iterdir() if p.is_dir()] == [run_dir]  # no second run folder
+    assert read_state(CheckpointDir(run_dir / "checkpoints").latest())["step"] == 400
+    _train_or_resume(cfg, run_root, setup)  # a finished run: nothing is trained again
+    assert [p for p in run_root.iterdir() if p.is_dir()] == [run_dir]
