@@ -21,47 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
-from ebrl import Energy, MLPEnergy
+from ebrl import Energy
+from ebrl.gaussian import GaussianResidualEnergy
 from ebrl.heads import AnomalyScorer, Denoiser, Generator
 from ebrl.samplers import Langevin
 from ebrl.training import DenoisingScoreMatching, fit
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIGMAS_DENOISE = (0.1, 0.2, 0.3, 0.5)
-
-
-class GaussianResidualEnergy(Energy):
-    """E(x | k, sigma) = 1/2 (x - mu_k)^T (Sigma_k + sigma^2 I)^-1 (x - mu_k) + r_theta(x, c).
-
-    The quadratic is the exact energy of the noisy Gaussian fit N(mu_k, Sigma_k + sigma^2 I) of
-    class k (one class: no label), so Tweedie on it alone is the LMMSE denoiser; the MLP residual
-    r_theta (zero at initialisation) learns the non-Gaussian part by denoising score matching
-    (a residual energy on a Gaussian base). The context is [one-hot label (if classes > 1), log sigma].
-    """
-
-    def __init__(self, mus: np.ndarray, covs: np.ndarray, hidden: tuple[int, ...] = (256, 256)) -> None:
-        super().__init__()
-        n_classes, dim = mus.shape
-        self.x_dim, self.n_classes = dim, n_classes
-        self.context_dim = (n_classes if n_classes > 1 else 0) + 1
-        lam, u = np.linalg.eigh(covs)
-        self.register_buffer("mu", torch.tensor(mus, dtype=torch.float32))
-        self.register_buffer("lam", torch.tensor(np.clip(lam, 1e-6, None), dtype=torch.float32))
-        self.register_buffer("u", torch.tensor(u, dtype=torch.float32))
-        self.residual = MLPEnergy(dim, hidden, context_dim=self.context_dim)
-        nn.init.zeros_(self.residual.net[-1].weight)
-        nn.init.zeros_(self.residual.net[-1].bias)
-
-    def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        assert context is not None, "context must end with log sigma"
-        sigma2 = context[..., -1:].mul(2).exp()[..., None]
-        z = torch.einsum("...d,kde->...ke", x, self.u) - torch.einsum("kd,kde->ke", self.mu, self.u)
-        quad = 0.5 * (z * z / (self.lam + sigma2)).sum(-1)
-        quad = quad[..., 0] if self.n_classes == 1 else (quad * context[..., : self.n_classes]).sum(-1)
-        return quad + self.residual.energy(x, context)
 
 
 def at_sigma(energy: Energy, sigma: float, label: Tensor | None = None) -> Callable[[Tensor], Tensor]:
