@@ -1,0 +1,146 @@
+"""DiscreteSQL stability runs: one algorithm x settings x seeds on a discrete task, evaluated every
+``--eval-every`` steps, each finished run appended to ``experiments/results/discrete_runs.jsonl``.
+
+Settings are chosen on *tuning seeds* of CartPole-v1 (10, 11, 12) and then reported, frozen, on
+seeds 0-4 of CartPole-v1 and on Acrobot-v1 (never tuned on), side by side with SB3 DQN on
+rl-baselines3-zoo hyperparameters. ``--report`` writes ``experiments/results/discrete.md``.
+
+    python experiments/benchmarks/discrete_tuning.py CartPole-v1 --algo DiscreteSQL --seeds 10 11 12 \\
+        --name lin_lr --kwargs "dict(learning_rate='lin')"
+    python experiments/benchmarks/discrete_tuning.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from tqdm import tqdm
+
+from agents import DiscreteSQL
+from experiments.config import parse_dict_call
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+OUT = RESULTS / "discrete_runs.jsonl"
+# rl-baselines3-zoo DQN hyperparameters (hyperparams/dqn.yml); DiscreteSQL takes the same, with the
+# Boltzmann policy softmax(Q/alpha) in place of epsilon-greedy.
+ZOO = {
+    "CartPole-v1": {"learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
+                    "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10,
+                    "train_freq": 256, "gradient_steps": 128,
+                    "policy_kwargs": {"net_arch": [256, 256]}},
+    "Acrobot-v1": {"learning_rate": 6.3e-4, "batch_size": 128, "buffer_size": 50_000, "learning_starts": 0,
+                   "gamma": 0.99, "target_update_interval": 250, "train_freq": 4, "gradient_steps": -1,
+                   "policy_kwargs": {"net_arch": [256, 256]}},
+}  # fmt: skip
+DQN_EXPLORATION = {"CartPole-v1": {"exploration_fraction": 0.16, "exploration_final_eps": 0.04},
+                   "Acrobot-v1": {"exploration_fraction": 0.12, "exploration_final_eps": 0.1}}
+STEPS = {"CartPole-v1": 50_000, "Acrobot-v1": 100_000}
+
+
+class Evaluations(BaseCallback):
+    """Deterministic evaluation every ``every`` env steps on a separately seeded env."""
+
+    def __init__(self, env_id: str, seed: int, every: int, n_episodes: int, bar: tqdm) -> None:
+        super().__init__()
+        self.env = make_vec_env(env_id, n_envs=1, seed=10_000 + seed)
+        self.every, self.n_episodes, self.bar = every, n_episodes, bar
+        self.curve: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        self.bar.update(1)
+        if self.num_timesteps % self.every == 0:
+            mean, _ = evaluate_policy(self.model, self.env, n_eval_episodes=self.n_episodes,
+                                      deterministic=True)
+            self.curve.append((self.num_timesteps, float(mean)))
+            self.bar.set_postfix(last=f"{mean:.0f}")
+        return True
+
+
+def settings(env_id: str, algo: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    base = dict(ZOO[env_id], **(DQN_EXPLORATION[env_id] if algo == "DQN" else {"alpha": 0.01}))
+    out = {**base, **kwargs}
+    if out.get("learning_rate") == "lin":  # zoo's lin_<x>: linear decay from the zoo's rate to 0
+        lr0 = base["learning_rate"]
+        out["learning_rate"] = lambda progress: lr0 * progress
+    return out
+
+
+def run(env_id: str, algo: str, seed: int, name: str, kwargs_text: str, every: int) -> dict[str, Any]:
+    kwargs = parse_dict_call(kwargs_text, "--kwargs")
+    cls = DQN if algo == "DQN" else DiscreteSQL
+    steps = STEPS[env_id]
+    torch.set_num_threads(1)
+    model = cls("MlpPolicy", make_vec_env(env_id, n_envs=1, seed=seed), seed=seed,
+                **settings(env_id, algo, kwargs))
+    with tqdm(total=steps, desc=f"{algo} {name} {env_id} s{seed}", mininterval=5) as bar:
+        evals = Evaluations(env_id, seed, every, 10, bar)
+        start, cpu = time.time(), time.process_time()
+        model.learn(steps, callback=evals)
+    finals = [r for _, r in evals.curve]
+    return {"env_id": env_id, "algo": algo, "name": name, "kwargs": kwargs_text, "seed": seed,
+            "steps": steps, "curve": evals.curve, "final": finals[-1],
+            "min_last_half": min(finals[len(finals) // 2:]),
+            "wall_s": time.time() - start, "cpu_s": time.process_time() - cpu,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine()}
+
+
+def report() -> str:
+    runs = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["env_id"], r["algo"], r["name"]), []).append(r)
+    lines = ["# DiscreteSQL stability vs DQN", "",
+             "Written by `python experiments/benchmarks/discrete_tuning.py --report` from "
+             "`discrete_runs.jsonl` (each run's command: the script with the row's env, algo, seeds, "
+             "name and kwargs). Deterministic evaluation, 10 episodes every 5k steps (CartPole) or 10k "
+             "(Acrobot) on a separately seeded env. Tuning seeds: 10-12 of CartPole-v1 only; reported "
+             "seeds: 0-4 (CartPole-v1), 0-2 (Acrobot-v1, never tuned on).", "",
+             "| env | algo | settings | seeds | final per seed | mean final | worst of the last half |",
+             "|---|---|---|---|---|---|---|"]
+    for (env_id, algo, name), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        finals = [r["final"] for r in rs]
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {env_id} | {algo} | {name} `{rs[0]['kwargs']}` | {seeds} "
+                     f"| {' / '.join(f'{f:.0f}' for f in finals)} | {np.mean(finals):.1f} "
+                     f"| {min(r['min_last_half'] for r in rs):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env_id", nargs="?", choices=list(ZOO))
+    parser.add_argument("--algo", choices=["DiscreteSQL", "DQN"], default="DiscreteSQL")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
+    parser.add_argument("--name", default="zoo")
+    parser.add_argument("--kwargs", default="dict()", help="constructor arguments over the zoo settings")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="default: 5000 (CartPole), 10000 (Acrobot)")
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    if args.report:
+        (RESULTS / "discrete.md").write_text(report())
+        print(report())
+        return
+    every = args.eval_every or (5_000 if args.env_id == "CartPole-v1" else 10_000)
+    for seed in args.seeds:
+        record = run(args.env_id, args.algo, seed, args.name, args.kwargs, every)
+        print(f"{args.algo} {args.name} {args.env_id} seed {seed}: final {record['final']:.1f}, worst of the "
+              f"last half {record['min_last_half']:.1f}, {record['cpu_s']:.0f} CPU s", flush=True)
+        with OUT.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
