@@ -95,13 +95,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], algo: str, env_id: str
 ) -> None:
     full = train(config(algo, env_id), runs_dir=tmp_path / "a", progress_bar=False)
+    # (the handler in place before the run: Python's default, or SIG_IGN in a background job)
+    handler_before = signal.getsignal(signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted, match="resume with: ebrl train --resume") as info:
         train(config(algo, env_id), runs_dir=tmp_path / "b", progress_bar=False, callbacks=[SignalAt(57)])
     assert info.value.exit_code == 128 + signal.SIGINT
     run = info.value.run_dir
     assert not (run / "model.zip").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
     resume(run, progress_bar=False)
 
     t_full, a_full, s_full = final_state(full)
