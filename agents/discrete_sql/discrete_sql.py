@@ -162,7 +162,10 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         losses, q_means, values, entropies = [], [], [], []
-        alpha = self.policy.temperature  # the one live value (``alpha`` is the constructor's)
+        # alpha is fixed in DiscreteSQL: the exact constructor value (the policy's buffer holds it
+        # as float32 log alpha, for acting and saving; a round trip through it would move the
+        # targets by an ulp and break bitwise reproducibility of earlier runs).
+        alpha = self.alpha
         self._guard_begin()
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
