@@ -67,6 +67,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(setup["cpus"])))
     if setup["track"]:
         os.environ["WANDB_RUN_GROUP"] = setup["group"]  # wandb.init reads it: one group per sweep
+    node_id = ray.get_runtime_context().get_node_id()
     run_root = Path(setup["runs_root"]) / f"{config['cfg']['id']}_seed{config['seed']}"
     run_root.mkdir(parents=True, exist_ok=True)
     outcome: dict[str, Any] = {}
@@ -90,7 +91,7 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         for row in _eval_rows(run_root, setup["metric"]):
             if row["timesteps"] > last:
                 last = row["timesteps"]
-                tune.report(row)
+                tune.report({**row, "node_id": node_id})
         if done:
             return
 
@@ -159,7 +160,7 @@ def _collect(grid: Any, metric: str) -> list[TrialResult]:
             timesteps=[] if rows is None else rows["timesteps"].astype(int).tolist(),
             returns=[] if rows is None else rows[metric].astype(float).tolist(),
             status="ERROR" if result.error else "TERMINATED",
-            run_dir=(result.metrics or {}).get("run_dir")))
+            run_dir=(result.metrics or {}).get("run_dir"), node_id=(result.metrics or {}).get("node_id")))
     return sorted(trials, key=lambda t: (int(t.config_id[1:]), t.seed))
 
 

@@ -29,6 +29,7 @@ class TrialResult:
     returns: list[float] = field(default_factory=list)  # the sweep metric at those times
     status: str = "TERMINATED"  # Tune's trial status; ERROR trials have no final return
     run_dir: str | None = None
+    node_id: str | None = None  # the Ray node the trial ran on (a cluster spreads trials over nodes)
 
     @property
     def final(self) -> float | None:
@@ -146,7 +147,8 @@ def write_report(trials: list[TrialResult], out_dir: Path, metric: str, mode: st
     json_path.write_text(json.dumps({
         "metric": metric, "mode": mode, "unfinished_trials": unfinished, "configs": rows,
         "trials": [{"config": t.config_id, "seed": t.seed, "status": t.status, "final": t.final,
-                    "run_dir": t.run_dir, "timesteps": t.timesteps, "returns": t.returns} for t in trials],
+                    "run_dir": t.run_dir, "node_id": t.node_id, "timesteps": t.timesteps,
+                    "returns": t.returns} for t in trials],
     }, indent=2))
     png_path = plot_curves(trials, rows, metric, out_dir / "returns.png")
     return [csv_path, md_path, json_path, png_path]

@@ -175,3 +175,25 @@ def test_a_trial_run_again_continues_its_own_run_from_its_checkpoint(tmp_path: P
     assert read_state(CheckpointDir(run_dir / "checkpoints").latest())["step"] == 400
     _train_or_resume(cfg, run_root, setup)  # a finished run: nothing is trained again
     assert [p for p in run_root.iterdir() if p.is_dir()] == [run_dir]
+
+
+@pytest.mark.slow
+def test_sweep_on_a_local_two_node_ray_cluster(tmp_path: Path) -> None:
+    # Two Ray nodes on this machine (a head and a worker node, one CPU each, as `ray start --head`
+    # and `ray start --address` would make); `ebrl sweep --address` must spread the trials over
+    # both and collect every result in the sweep folder. Only this cluster's processes are stopped.
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        assert main(["--config", str(SWEEPS / "smoke.yaml"), "--address", cluster.address,
+                     "--storage", str(tmp_path), "--quiet"]) == 0
+        (results,) = tmp_path.glob("smoke-*/results.json")
+        trials = json.loads(results.read_text())["trials"]
+        assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["final"] is not None for t in trials)
+        assert len({t["node_id"] for t in trials}) == 2, [t["node_id"] for t in trials]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
