@@ -192,7 +192,8 @@ def test_sweep_on_a_local_two_node_ray_cluster(tmp_path: Path) -> None:
                      "--storage", str(tmp_path), "--quiet"]) == 0
         (results,) = tmp_path.glob("smoke-*/results.json")
         trials = json.loads(results.read_text())["trials"]
-        assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["final"] is not None for t in trials)
+        assert len(trials) == 4
+        assert all(t["status"] == "TERMINATED" and t["final"] is not None for t in trials)
         assert len({t["node_id"] for t in trials}) == 2, [t["node_id"] for t in trials]
     finally:
         ray.shutdown()
