@@ -34,13 +34,10 @@ class GaussianResidualEnergy(Energy):
     """
 
     def __init__(
-        self,
-        means: Tensor,
-        covariances: Tensor,
-        hidden_sizes: Sequence[int] = (256, 256),
-        activation: str = "silu",
+        self, means: Tensor, covariances: Tensor,  # the Gaussian base
+        hidden_sizes: Sequence[int] = (256, 256), activation: str = "silu",  # the residual
         min_eigenvalue: float = 1e-6,
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__()
         means = torch.as_tensor(means, dtype=torch.get_default_dtype())
         covariances = torch.as_tensor(covariances, dtype=means.dtype)
