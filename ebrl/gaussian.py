@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ebrl.energies import Energy, MLPEnergy
+from ebrl.energies import Energy, MLPEnergy, _broadcast_context
 from ebrl.validation import check_int, check_tensor
 
 
@@ -101,10 +101,7 @@ class GaussianResidualEnergy(Energy):
             raise ValueError(
                 f"context is required: [one-hot class (n_classes > 1), log sigma], width {self.context_dim}"
             )
-        check_tensor("context", context, last_dim=self.context_dim)
-        if context.shape[:-1] != x.shape[:-1]:
-            context = context.reshape(*context.shape[:-1], *[1] * (x.dim() - context.dim()), self.context_dim)
-            context = context.expand(*x.shape[:-1], self.context_dim)
+        context = _broadcast_context(context, x, self.context_dim)  # checked, over the chain dims
         return self.quadratic(x, context) + self.residual.energy(x, context)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:

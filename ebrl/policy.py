@@ -141,6 +141,7 @@ class BoltzmannPolicy:
         a single state of shape ``(obs_dim,)``). Diagnostics land in :attr:`last_result`."""
         n = check_int("n", n, minimum=1)
         states, single = self._states(states)
+        alpha = self.temperature  # read once per call (a host sync where the buffer is on a GPU)
         init: str | Tensor = "persistent" if self.warm_start else "uniform"
         step_size = None
         energy: Energy | Callable[[Tensor], Tensor] = self.energy
@@ -148,13 +149,13 @@ class BoltzmannPolicy:
         if self.proposal is not None:
             # Condition once (a state's share of the network, stacked weights) for SIR and MCMC.
             energy, context = self.energy.condition(states), None
-            init, step_size = self._sir(states, n, generator, energy)
+            init, step_size = self._sir(states, n, generator, energy, alpha)
         result = self.sampler.sample(
             energy,
             init,
             shape=(states.shape[0], n, self.act_dim),
             context=context,
-            temperature=self.temperature,
+            temperature=alpha,
             generator=generator,
             step_size=step_size,
         )
@@ -173,6 +174,7 @@ class BoltzmannPolicy:
         n: int,
         generator: torch.Generator | None,
         energy_fn: Callable[[Tensor], Tensor],
+        alpha: float,
     ) -> tuple[Tensor, Tensor | None]:
         """Chain starts by sampling-importance-resampling: N candidates per state from the defensive
         mixture, n of them kept with probability ∝ exp(-E/alpha)/q_mix (Rubin 1988); and the
@@ -187,7 +189,7 @@ class BoltzmannPolicy:
                 )
                 return init, self._step_size(self.proposal.scale(states))
             draw = defensive_sample(self.proposal, states, self.n_candidates, self.defensive, generator)
-            log_w = -energy_fn(draw.actions) / self.temperature - draw.log_q
+            log_w = -energy_fn(draw.actions) / alpha - draw.log_q
             idx = torch.multinomial(torch.softmax(log_w, dim=-1), n, replacement=True, generator=generator)
             init = torch.gather(draw.actions, 1, idx[..., None].expand(-1, -1, self.act_dim))
         return init, self._step_size(draw.scale)

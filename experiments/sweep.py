@@ -100,19 +100,19 @@ def _train_or_resume(cfg: RunConfig, run_root: Path, setup: dict[str, Any]) -> N
     """Train the trial's run; a trial run again by ``ebrl sweep --resume`` continues its own run
     from its latest checkpoint (same run folder, same W&B run) instead of starting a second one."""
     from experiments.checkpoints import CheckpointDir
+    from experiments.checkpoints.directory import read_state
     from experiments.train import resume, train
 
-    started = sorted(p.parent for p in run_root.glob("*/checkpoints") if CheckpointDir(p).latest())
+    latest = {p.parent: CheckpointDir(p).latest() for p in run_root.glob("*/checkpoints")}
+    started = sorted(run for run, checkpoint in latest.items() if checkpoint is not None)
     if not started:
         train(cfg, runs_dir=run_root, track=setup["track"], wandb_project=setup["wandb_project"],
               progress_bar=False)
         return
-    try:
-        resume(started[-1], track=setup["track"], wandb_project=setup["wandb_project"], progress_bar=False)
-    except ConfigError as exc:
-        if "checkpoint is at step" not in str(exc):
-            raise
-        # Its checkpoint is final: the run had finished training; its metrics are reported as they are.
+    run_dir = started[-1]
+    if read_state(latest[run_dir])["step"] >= cfg.total_timesteps:
+        return  # the run had finished training: its metrics are reported as they are
+    resume(run_dir, track=setup["track"], wandb_project=setup["wandb_project"], progress_bar=False)
 
 
 def _trial_dirname(trial: Any) -> str:

@@ -84,11 +84,6 @@ class SoftQPolicy(BasePolicy):
         """alpha, the Boltzmann temperature (a float read from the ``log_temperature`` buffer)."""
         return float(self.log_temperature.detach().exp())
 
-    def set_temperature(self, log_alpha: torch.Tensor | float) -> None:
-        """Set alpha from ``log alpha``, in place (whoever holds the buffer sees the new value)."""
-        with torch.no_grad():
-            self.log_temperature.copy_(torch.as_tensor(log_alpha).reshape(()))
-
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(

@@ -6,6 +6,7 @@ progress bar). Each model supplies its layer-specific hooks.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,7 +66,7 @@ class FreeEnergy(Energy):
         return self.energy(x, context)
 
 
-class BoltzmannEstimator(nn.Module):
+class BoltzmannEstimator(nn.Module, ABC):
     """Base class of :class:`RBM`, :class:`GaussianBernoulliRBM` and :class:`BoltzmannMachine`."""
 
     _score_values = "binary"  # what score_samples accepts: "binary" or "real"
@@ -108,25 +109,25 @@ class BoltzmannEstimator(nn.Module):
     def _initialized(self) -> bool:
         return True
 
+    @abstractmethod
     def _reset(self, data: Tensor, generator: torch.Generator | None) -> None:
         """(Re)initialise all parameters and chains from the training data."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _train(self, data: Tensor, n_epochs: int, generator: torch.Generator | None, schedule: bool) -> None:
         """Train ``n_epochs`` epochs (``schedule``: apply the learning-rate schedule of ``fit``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _features(self, data: Tensor) -> Tensor:
         """What :meth:`transform` returns for checked data: hidden (mean-field) probabilities."""
-        raise NotImplementedError
 
+    @abstractmethod
     def free_energy(self, v: Tensor) -> Tensor:
         """Free energy ``F(v)``, shape ``v.shape[:-1]`` (see the models)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_z_layers(self) -> dict[str, int]:
         """Layers whose states :func:`ebrl.partition.exact_log_z` can enumerate (see the models)."""
-        raise NotImplementedError
 
     # --------------------------------------------------------------- scikit-learn-like API
     def fit(self, X: Any, generator: torch.Generator | None = None) -> Any:
