@@ -9,11 +9,11 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from ebrl._stacked import StackedMax, stack, stacked_energy, stacked_features
 from ebrl.validation import check_choice, check_int, check_tensor
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -252,48 +252,6 @@ def stackable(energies: Sequence[Energy]) -> bool:
     )
 
 
-class _Stacked(NamedTuple):
-    """The weights of same-shaped state-action energies, stacked along a leading member dim."""
-
-    w_s: Tensor
-    b_s: Tensor
-    w_a: Tensor
-    trunk: list[tuple[Tensor, Tensor] | nn.Module]  # (weight, bias) per Linear, else the layer
-
-
-def _stack(energies: Sequence[StateActionEnergy]) -> _Stacked:
-    def pair(linears: list[nn.Linear]) -> tuple[Tensor, Tensor]:
-        return torch.stack([m.weight for m in linears]).transpose(1, 2), torch.stack(
-            [m.bias for m in linears]
-        )[:, None, :]
-
-    w_s, b_s = pair([e.state_in for e in energies])
-    w_a = torch.stack([e.action_in.weight for e in energies]).transpose(1, 2)
-    trunk = [
-        pair([e.trunk[i] for e in energies]) if isinstance(layer, nn.Linear) else layer
-        for i, layer in enumerate(energies[0].trunk)
-    ]
-    return _Stacked(w_s, b_s, w_a, trunk)
-
-
-def _stacked_features(w: _Stacked, states: Tensor) -> Tensor:
-    """W_s s + b of every member, ``(n, S, h)``: each state's share once."""
-    n = w.w_s.shape[0]
-    return torch.baddbmm(w.b_s, states.reshape(1, -1, w.w_s.shape[1]).expand(n, -1, -1), w.w_s)
-
-
-def _stacked_energy(w: _Stacked, act: nn.Module, feats: Tensor, actions: Tensor, n_chain: int) -> Tensor:
-    """E_i of every member from its state features ``(n, S, h)`` and actions with ``n_chain``
-    actions per state: ``(n, S * n_chain)``, one batched matmul per layer for all members."""
-    n, n_states = feats.shape[:2]
-    a = actions.reshape(1, -1, w.w_a.shape[1]).expand(n, -1, -1)
-    h = torch.bmm(a, w.w_a).reshape(n, n_states, n_chain, -1) + feats[:, :, None, :]
-    h = act(h.reshape(n, n_states * n_chain, -1))
-    for layer in w.trunk:
-        h = torch.baddbmm(layer[1], h, layer[0]) if isinstance(layer, tuple) else layer(h)
-    return h.reshape(n, -1)
-
-
 def ensemble_energy(
     energies: Sequence[StateActionEnergy], states: Tensor, actions: Tensor, *, stacked: bool | None = None
 ) -> Tensor:
@@ -316,9 +274,9 @@ def ensemble_energy(
         raise ValueError(
             f"states of shape {tuple(states.shape)} do not match actions of shape {tuple(actions.shape)}"
         )
-    w = _stack(energies)
+    w = stack(energies)
     n_chain = lead_a[len(lead_s):].numel()
-    return _stacked_energy(w, first.act, _stacked_features(w, states), actions, n_chain).reshape(
+    return stacked_energy(w, first.act, stacked_features(w, states), actions, n_chain).reshape(
         len(energies), *lead_a
     )
 
@@ -374,7 +332,9 @@ class PessimisticEnergy(Energy):
 
         The members' weights are stacked and their state features computed once per call, so
         each MCMC step is one batched matmul per layer for all members: the acting regime (a few
-        chains per state) is bound by per-op overhead, which this halves for twin critics.
+        chains per state) is bound by per-op overhead, which this halves for twin critics. For
+        ReLU members the function also gives E and dE/da in closed form, without autograd
+        (:class:`ebrl._stacked.StackedMax`).
         """
         if context is None:
             raise ValueError("context (the states) is required for a PessimisticEnergy")
@@ -383,18 +343,5 @@ class PessimisticEnergy(Energy):
             return lambda x: torch.stack([f(x) for f in fns]).max(0).values
         check_tensor("states", context, last_dim=self.obs_dim)
         with torch.no_grad():
-            w = _stack(self.members)
-            feats = _stacked_features(w, context)
-        lead, act = context.shape[:-1], self.members[0].act
-
-        def energy_fn(actions: Tensor) -> Tensor:
-            if actions.shape[: len(lead)] != lead or actions.shape[-1] != self.act_dim:
-                raise ValueError(
-                    f"actions of shape {tuple(actions.shape)} do not match states of shape "
-                    f"{tuple(context.shape)}: expected {tuple(lead)} + chains + ({self.act_dim},)"
-                )
-            n_chain = actions.shape[len(lead) : -1].numel()
-            e = _stacked_energy(w, act, feats, actions, n_chain)
-            return e.max(0).values.reshape(actions.shape[:-1])
-
-        return energy_fn
+            w = stack(self.members)
+        return StackedMax(w, self.members[0].act, context, self.act_dim)

@@ -23,7 +23,6 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import polyak_update
 
 from agents.common.checks import (
     CheckedLoadMixin,
@@ -32,6 +31,7 @@ from agents.common.checks import (
     check_policy_and_env,
 )
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
+from agents.common.updates import polyak
 from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
 from ebrl.validation import check_int, check_positive_float
 
@@ -156,7 +156,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         # Each call is one VecEnv step, i.e. n_envs transitions (as SB3's DQN counts).
         self._n_calls += 1
         if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
-            polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+            polyak(self.q_net_target.parameters(), self.q_net.parameters(), self.tau)
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
         self.policy.set_training_mode(True)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_discrete, check_observation_space
 from agents.common.soft_q_policy import SoftQPolicy
+from agents.common.updates import make_optimizer
 from ebrl.energies import ACTIVATIONS
 from ebrl.validation import check_finite
 
@@ -62,8 +63,8 @@ class DiscreteSQLPolicy(SoftQPolicy):
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.requires_grad_(False)
         self.q_net_target.train(False)
-        self.optimizer = self.optimizer_class(
-            self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        self.optimizer = make_optimizer(
+            self.optimizer_class, self.q_net.parameters(), lr_schedule(1), self.optimizer_kwargs
         )
 
     def q_values(self, obs: PyTorchObs, target: bool = False) -> Tensor:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from agents.common.checks import check_action_space_box, check_observation_space
 from agents.common.soft_q_policy import SoftQPolicy
+from agents.common.updates import make_optimizer
 from ebrl import BoltzmannPolicy, Energy, StateActionEnergy
 from ebrl.energies import PessimisticEnergy, ensemble_energy
 from ebrl.proposals import TanhGaussianProposal
@@ -213,8 +214,8 @@ class SQLPolicy(SoftQPolicy):
         self.proposal_optimizer: torch.optim.Optimizer | None = None
         if self.use_proposal:
             self.proposal = TanhGaussianProposal(self.obs_dim, self.act_dim, self.net_arch, activation)
-            self.proposal_optimizer = self.optimizer_class(
-                self.proposal.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            self.proposal_optimizer = make_optimizer(
+                self.optimizer_class, self.proposal.parameters(), lr_schedule(1), self.optimizer_kwargs
             )
         # Not a registered submodule: it holds no parameters of its own.
         self.__dict__["_energy"] = (
@@ -234,8 +235,8 @@ class SQLPolicy(SoftQPolicy):
         # model acts (and its deterministic mode answers) exactly as before saving.
         self.register_buffer("log_step_scale", self.boltzmann.log_step_scale)
         self.boltzmann.log_temperature = self.log_temperature
-        self.optimizer = self.optimizer_class(
-            self.critics.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        self.optimizer = make_optimizer(
+            self.optimizer_class, self.critics.parameters(), lr_schedule(1), self.optimizer_kwargs
         )
 
     @staticmethod

@@ -34,7 +34,6 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import polyak_update
 
 from agents.common.checks import (
     CheckedLoadMixin,
@@ -43,6 +42,7 @@ from agents.common.checks import (
     check_policy_and_env,
 )
 from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
+from agents.common.updates import make_optimizer, polyak
 from agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample
@@ -217,7 +217,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.log_alpha = self.policy.log_temperature
         if self._alpha_auto:
             self.log_alpha.requires_grad_(True)
-            self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=self.lr_schedule(1))
+            self.alpha_optimizer = make_optimizer(torch.optim.Adam, [self.log_alpha], self.lr_schedule(1), {})
 
     def _create_aliases(self) -> None:
         self.critic = self.policy.critics
@@ -294,7 +294,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
                 self.alpha_optimizer.step()
                 stats.setdefault("alpha_loss", []).append(alpha_loss.detach())
             if step % self.target_update_interval == 0:
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak(self.critic_target.parameters(), self.critic.parameters(), self.tau)
 
             stats.setdefault("q_loss", []).append(q_loss.detach())
             stats.setdefault("q_values", []).append(current[0].detach().mean())

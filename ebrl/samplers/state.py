@@ -135,10 +135,18 @@ def check_energy_shape(e: Tensor, x: Tensor) -> None:
 def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
     """E(x) and dE/dx without touching any parameter's ``.grad``.
 
-    Eager: ``torch.autograd.grad`` with x the only input (the fastest eager form). Inside
+    An energy function that knows its gradient in closed form says so with a callable
+    ``closed_form_grad`` attribute (x -> (E, dE/dx); e.g. the twin ReLU critics of
+    :meth:`ebrl.energies.PessimisticEnergy.condition`): it is used as is, with no graph at all.
+    Otherwise, eager: ``torch.autograd.grad`` with x the only input (the fastest eager form). Inside
     :func:`torch.compile` (the compiled path): ``torch.func.grad``, which the compiler traces
     into one graph with the step around it, where ``autograd.grad`` would break the graph.
     """
+    closed_form = getattr(energy_fn, "closed_form_grad", None)
+    if closed_form is not None:
+        e, g = closed_form(x)
+        check_energy_shape(e, x)
+        return e, g
     if torch.compiler.is_compiling():
 
         def with_aux(a: Tensor) -> tuple[Tensor, Tensor]:

@@ -118,6 +118,42 @@ def test_pessimistic_energy_is_the_twin_minimum_in_forward_and_condition():
         PessimisticEnergy([])
 
 
+@pytest.mark.parametrize("hidden", [(16,), (16, 16), (8, 8, 8)])
+def test_closed_form_gradient_of_relu_twins_equals_autograd(hidden) -> None:
+    """The samplers' E and dE/da for ReLU twin critics come without autograd: same values."""
+    from ebrl.energies import PessimisticEnergy
+    from ebrl.samplers.base import energy_and_grad
+
+    torch.manual_seed(0)
+    energy = PessimisticEnergy([StateActionEnergy(5, 3, hidden, "relu") for _ in range(2)])
+    states, actions = torch.randn(4, 5), torch.rand(4, 6, 3) * 2 - 1
+    fn = energy.condition(states)
+    assert fn.closed_form_grad is not None
+    e, g = energy_and_grad(fn, actions)
+    x = actions.clone().requires_grad_(True)
+    expected = energy(states, x)
+    (expected_g,) = torch.autograd.grad(expected.sum(), x)
+    torch.testing.assert_close(e, expected.detach())
+    torch.testing.assert_close(g, expected_g)
+    # Both members attain the max somewhere: the gradient follows the right one per point.
+    per_member = torch.stack([m(states, actions) for m in energy.members])
+    assert 0 < int((per_member[0] > per_member[1]).sum()) < actions.shape[0] * actions.shape[1]
+
+
+def test_smooth_twins_take_the_autograd_gradient() -> None:
+    from ebrl.energies import PessimisticEnergy
+    from ebrl.samplers.base import energy_and_grad
+
+    torch.manual_seed(0)
+    energy = PessimisticEnergy([StateActionEnergy(5, 3, (16,), "silu") for _ in range(2)])
+    states, actions = torch.randn(2, 5), torch.rand(2, 3, 3) * 2 - 1
+    fn = energy.condition(states)
+    assert fn.closed_form_grad is None  # no closed form for SiLU: autograd
+    x = actions.clone().requires_grad_(True)
+    (expected_g,) = torch.autograd.grad(energy(states, x).sum(), x)
+    torch.testing.assert_close(energy_and_grad(fn, actions)[1], expected_g)
+
+
 def test_energy_without_parameters_reports_its_buffers_device_and_dtype() -> None:
     # A hand-written energy may hold only fixed data (buffers): the policy needs its device/dtype.
     class Quadratic(Energy):
