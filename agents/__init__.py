@@ -4,7 +4,7 @@
 ``DiscreteSQL`` acts on Discrete spaces with the exact softmax(Q/alpha) policy.
 """
 
-from agents.discrete_sql import DiscreteSQL
-from agents.sql import SQL
+from ebrl.agents.discrete_sql import DiscreteSQL
+from ebrl.agents.sql import SQL
 
 __all__ = ["SQL", "DiscreteSQL"]

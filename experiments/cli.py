@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from agents.common.safe_load import ModelFileError
-from experiments.config import (
+from ebrl.agents.common.safe_load import ModelFileError
+from ebrl.experiments.config import (
     ALGOS,
     DEFAULT_TIMESTEPS,
     DEFAULT_WANDB_PROJECT,
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
 
     # experiments/sweep.py owns the options and the work of `ebrl sweep`; it imports Ray lazily.
-    from experiments.sweep import add_sweep_arguments
+    from ebrl.experiments.sweep import add_sweep_arguments
 
     sw = sub.add_parser("sweep", help="hyperparameter sweep on Ray Tune, local or on a cluster")
     add_sweep_arguments(sw)
@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from experiments.config import ConfigError, resolve
-    from experiments.train import TrainingInterrupted, resume, train
+    from ebrl.experiments.config import ConfigError, resolve
+    from ebrl.experiments.train import TrainingInterrupted, resume, train
 
     try:
         if args.resume is not None:
@@ -126,8 +126,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from experiments.config import load_run_config
-    from experiments.run_dir import eval_run
+    from ebrl.experiments.config import load_run_config
+    from ebrl.experiments.run_dir import eval_run
 
     load_run_config(args.run_dir)
     s = eval_run(args.run_dir, args.n_episodes, args.deterministic, args.seed, gif=not args.no_gif,
@@ -146,8 +146,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from experiments.config import load_run_config
-    from experiments.run_dir import plot_run
+    from ebrl.experiments.config import load_run_config
+    from ebrl.experiments.run_dir import plot_run
 
     load_run_config(args.run_dir)
     for path in plot_run(args.run_dir, states=args.states, allow_pickle=args.allow_pickle):
@@ -156,7 +156,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from experiments.sweep import run_sweep_command
+    from ebrl.experiments.sweep import run_sweep_command
 
     return run_sweep_command(args)
 

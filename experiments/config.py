@@ -26,8 +26,8 @@ import yaml
 
 # name on the command line -> (module, class); imported lazily so that `ebrl --help` stays fast.
 ALGOS: dict[str, tuple[str, str]] = {
-    "sql": ("agents", "SQL"),
-    "discrete-sql": ("agents", "DiscreteSQL"),
+    "sql": ("ebrl.agents", "SQL"),
+    "discrete-sql": ("ebrl.agents", "DiscreteSQL"),
     "sac": ("stable_baselines3", "SAC"),
     "dqn": ("stable_baselines3", "DQN"),
 }
@@ -115,8 +115,8 @@ def algo_class(algo: str) -> type:
 
 
 def check_env_id(env_id: str) -> None:
-    """Fail unless gymnasium knows ``env_id`` (after ``import envs`` registered the ebrl ids)."""
-    import envs  # noqa: F401  (registers ebrl/...)
+    """Fail unless gymnasium knows ``env_id`` (after ``import ebrl.envs`` registered the ebrl ids)."""
+    import ebrl.envs  # noqa: F401  (registers ebrl/...)
 
     if env_id not in gym.registry:
         close = [k for k in gym.registry if env_id.lower().split("/")[-1][:4] in k.lower()][:5]
@@ -177,7 +177,7 @@ def shipped_file(kind: str, name: str | Path) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    folder = Path(str(resources.files("experiments"))) / kind
+    folder = Path(str(resources.files("ebrl.experiments"))) / kind
     stem = path.name.removesuffix(".yaml")
     candidate = folder / f"{stem}.yaml"
     if path.parent in (Path("."), Path(kind), Path("experiments") / kind) and candidate.is_file():

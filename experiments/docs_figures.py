@@ -1,6 +1,6 @@
 """The figures of the documentation site that no benchmark writes: ``docs/img/energy_landscape.png``.
 
-    python -m experiments.docs_figures
+    python -m ebrl.experiments.docs_figures
 
 The energy is the hand-written one of the Gymnasium tutorial (docs/tutorials/gymnasium.md): at
 a MultiGoal state, E(s, a) = min_g |s + a - g|^2, four valleys. The left panel is the energy over

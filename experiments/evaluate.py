@@ -86,7 +86,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    import envs  # noqa: F401  (registers ebrl/...)
+    import ebrl.envs  # noqa: F401  (registers ebrl/...)
 
     kwargs = dict(env_kwargs or {})
     env_list = [

@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 from stable_baselines3.common.callbacks import BaseCallback
 
-from experiments.checkpoints import CheckpointDir, save_training_checkpoint
+from ebrl.experiments.checkpoints import CheckpointDir, save_training_checkpoint
 
 
 class EnvFailure(RuntimeError):

@@ -21,7 +21,7 @@ from gymnasium import spaces
 from matplotlib.patches import Patch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from experiments.evaluate import EvalResult
+from ebrl.experiments.evaluate import EvalResult
 
 # States of the paper's MultiGoal figure, and the start / the approach to the rock for Fork.
 PLOT_STATES: dict[str, list[list[float]]] = {

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from experiments.config import ConfigError, RunConfig, algo_class, load_run_config
-from experiments.evaluate import EvalResult, evaluate, save_gif
+from ebrl.experiments.config import ConfigError, RunConfig, algo_class, load_run_config
+from ebrl.experiments.evaluate import EvalResult, evaluate, save_gif
 
 
 def run_name(env_id: str, algo: str, seed: int, stamp: str) -> str:
@@ -23,8 +23,8 @@ def load_model(run_dir: str | Path, device: str = "auto", allow_pickle: bool = F
                ) -> tuple[RunConfig, BaseAlgorithm]:
     """The run's config and trained model, loaded without unpickling unless ``allow_pickle``
     (ConfigError if ``run_dir`` is not a run; ModelFileError if its model file is bad)."""
-    import envs  # noqa: F401  (registers ebrl/...)
-    from agents.common.safe_load import safe_load
+    import ebrl.envs  # noqa: F401  (registers ebrl/...)
+    from ebrl.agents.common.safe_load import safe_load
 
     cfg = load_run_config(run_dir)
     path = Path(run_dir) / "model.zip"
@@ -41,7 +41,7 @@ def plot_run(
 ) -> list[Path]:
     """Draw ``plots/learning_curve.png``, ``plots/energy_landscape.png`` (1-D/2-D Box actions)
     and ``plots/trajectories.png`` (2-D observations); return the files written."""
-    from experiments.plots import PLOT_STATES, energy_landscape, learning_curve, trajectories
+    from ebrl.experiments.plots import PLOT_STATES, energy_landscape, learning_curve, trajectories
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)

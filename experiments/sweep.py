@@ -1,10 +1,10 @@
 """`ebrl sweep`: multi-seed runs and hyperparameter sweeps on Ray Tune, on one machine or a cluster.
 
-The sweep file (``experiments/sweeps/*.yaml``, see :mod:`experiments.sweep_spec`) is validated
+The sweep file (``experiments/sweeps/*.yaml``, see :mod:`ebrl.experiments.sweep_spec`) is validated
 before Ray starts. Tune then runs a grid of (configuration x seed) trials; each trial is one
-:func:`experiments.train.train` call with its own run folder under ``<sweep dir>/runs/``. A trial
+:func:`ebrl.experiments.train.train` call with its own run folder under ``<sweep dir>/runs/``. A trial
 reports every evaluation that ``train`` writes to ``metrics.csv`` (``eval_freq`` > 0), which feeds
-ASHA; its last report is the final evaluation. At the end :mod:`experiments.sweep_report` writes
+ASHA; its last report is the final evaluation. At the end :mod:`ebrl.experiments.sweep_report` writes
 the table over seeds and the return curves. ``--resume DIR`` continues an interrupted sweep.
 :func:`run_parallel` runs any per-seed function as trials (the benchmarks use it).
 """
@@ -25,9 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, RunConfig, positive_int
-from experiments.sweep_report import TrialResult, markdown_table, summarise, write_report
-from experiments.sweep_spec import SweepSpec, apply_params, load_sweep
+from ebrl.experiments.config import ConfigError, RunConfig, positive_int
+from ebrl.experiments.sweep_report import TrialResult, markdown_table, summarise, write_report
+from ebrl.experiments.sweep_spec import SweepSpec, apply_params, load_sweep
 
 POLL_S = 1.0  # how often a trial looks for new evaluations in its metrics.csv
 
@@ -99,9 +99,9 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 def _train_or_resume(cfg: RunConfig, run_root: Path, setup: dict[str, Any]) -> None:
     """Train the trial's run; a trial run again by ``ebrl sweep --resume`` continues its own run
     from its latest checkpoint (same run folder, same W&B run) instead of starting a second one."""
-    from experiments.checkpoints import CheckpointDir
-    from experiments.checkpoints.directory import read_state
-    from experiments.train import resume, train
+    from ebrl.experiments.checkpoints import CheckpointDir
+    from ebrl.experiments.checkpoints.directory import read_state
+    from ebrl.experiments.train import resume, train
 
     latest = {p.parent: CheckpointDir(p).latest() for p in run_root.glob("*/checkpoints")}
     started = sorted(run for run, checkpoint in latest.items() if checkpoint is not None)
@@ -349,7 +349,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.sweep``: the same as ``ebrl sweep``."""
+    """``python -m ebrl.experiments.sweep``: the same as ``ebrl sweep``."""
     parser = argparse.ArgumentParser(prog="ebrl sweep", description=__doc__.splitlines()[0])
     add_sweep_arguments(parser)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from experiments.config import (
+from ebrl.experiments.config import (
     ALGOS,
     DEFAULT_WANDB_PROJECT,
     RUN_KEYS,

@@ -3,7 +3,7 @@
 A run directory ``runs/<env>__<algo>__<seed>__<time>/`` holds ``model.zip``, ``config.yaml`` (the
 resolved config), ``metrics.csv`` (SB3's CSV log: ``train/``, ``rollout/``, ``sampler/``,
 ``eval/`` columns), ``summary.json`` (the final evaluation), ``plots/`` and ``checkpoints/``
-(resumable checkpoints, see :mod:`experiments.faults`). The model is built before the directory
+(resumable checkpoints, see :mod:`ebrl.experiments.faults`). The model is built before the directory
 exists, so a bad hyperparameter leaves nothing behind.
 
 Interruption: SIGINT/SIGTERM, or an env that raises, end the run with a checkpoint and a
@@ -30,9 +30,9 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
 
-from agents.common.safe_load import save_model
-from experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore
-from experiments.config import (
+from ebrl.agents.common.safe_load import save_model
+from ebrl.experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore
+from ebrl.experiments.config import (
     DEFAULT_WANDB_PROJECT,
     ConfigError,
     RunConfig,
@@ -41,20 +41,20 @@ from experiments.config import (
     load_run_config,
     plain,
 )
-from experiments.evaluate import GoalEvalCallback, evaluate, log_eval
-from experiments.faults import (
+from ebrl.experiments.evaluate import GoalEvalCallback, evaluate, log_eval
+from ebrl.experiments.faults import (
     CheckpointCallback,
     EnvFailure,
     EnvFailureReporter,
     StopRequest,
     stop_on_signals,
 )
-from experiments.run_dir import plot_run, run_name
+from ebrl.experiments.run_dir import plot_run, run_name
 
 
 def build_model(cfg: RunConfig, verbose: int = 0) -> BaseAlgorithm:
     """The algorithm on its vectorised env (Monitor-wrapped, seeded); raises ConfigError on bad values."""
-    import envs  # noqa: F401  (registers ebrl/...)
+    import ebrl.envs  # noqa: F401  (registers ebrl/...)
 
     cls = algo_class(cfg.algo)
     try:
@@ -134,7 +134,7 @@ def resolved_hyperparams(model: BaseAlgorithm) -> dict[str, Any]:
 
 def _wandb_start(cfg: RunConfig, run_dir: Path, project: str, logger: Logger, resolved: dict[str, Any],
                  run_id: str | None = None) -> Any:
-    from experiments.wandb_logger import attach, init_wandb
+    from ebrl.experiments.wandb_logger import attach, init_wandb
 
     sampler = resolved["policy_kwargs"].get("sampler")
     run = init_wandb({**cfg.to_dict(), "resolved": resolved}, project=project, name=run_dir.name,
@@ -275,7 +275,7 @@ def _run(model: BaseAlgorithm, cfg: RunConfig, run_dir: Path, logger: Logger, wa
 
     sync = None
     if wandb_run is not None:
-        from experiments.wandb_logger import finish_wandb
+        from ebrl.experiments.wandb_logger import finish_wandb
 
         sync = finish_wandb(wandb_run, {p.stem: str(p) for p in images}, str(run_dir / "model.zip"))
     print_summary(summary, run_dir, images, sync)

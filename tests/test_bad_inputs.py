@@ -18,16 +18,16 @@ import pytest
 import torch
 import yaml
 
-import envs  # noqa: F401  (registers ebrl/...)
-from agents import SQL, DiscreteSQL
-from agents.common.safe_load import ModelFileError, safe_load
+import ebrl.envs  # noqa: F401  (registers ebrl/...)
 from ebrl import BoltzmannPolicy, MLPEnergy, StateActionEnergy
+from ebrl.agents import SQL, DiscreteSQL
+from ebrl.agents.common.safe_load import ModelFileError, safe_load
 from ebrl.boltzmann_machines import DBN, RBM, BoltzmannMachine, GaussianBernoulliRBM
+from ebrl.experiments.checkpoints import CheckpointDir, CheckpointError, load_training_checkpoint
+from ebrl.experiments.cli import main as cli_main
+from ebrl.experiments.config import ConfigError, resolve
 from ebrl.heads import AnomalyScorer, Denoiser, Generator
 from ebrl.samplers import MALA, DerivativeFree, Langevin
-from experiments.checkpoints import CheckpointDir, CheckpointError, load_training_checkpoint
-from experiments.cli import main as cli_main
-from experiments.config import ConfigError, resolve
 
 NAN, INF = float("nan"), float("inf")
 ENERGY = MLPEnergy(2, hidden_sizes=(8,))

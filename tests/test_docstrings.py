@@ -9,8 +9,8 @@ import pkgutil
 
 import pytest
 
-import agents
 import ebrl
+import ebrl.agents as agents
 
 
 def public_modules():

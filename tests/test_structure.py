@@ -45,3 +45,21 @@ def test_pointers_into_the_architecture_map_name_existing_sections():
             if section not in headings:
                 dangling.append(f"{path.relative_to(ROOT)}: no section {section!r}")
     assert dangling == []
+
+
+def test_installed_packages_are_the_folders_under_one_import_name():
+    """pyproject installs agents/, envs/ and experiments/ as ebrl.agents, ebrl.envs and
+    ebrl.experiments (no top-level name of ours can collide with another package's); its explicit
+    package list must name every folder that holds an __init__.py, and nothing else."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = config["package-dir"]
+    assert folders == {"ebrl": "ebrl", "ebrl.agents": "agents", "ebrl.envs": "envs",
+                       "ebrl.experiments": "experiments"}
+    found = set()
+    for name, folder in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *rel)))
+    assert sorted(config["packages"]) == sorted(found)

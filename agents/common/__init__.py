@@ -1,6 +1,6 @@
 """Helpers shared by the agents: argument and space checks."""
 
-from agents.common.checks import (
+from ebrl.agents.common.checks import (
     check_action_space_box,
     check_action_space_discrete,
     check_observation_space,

@@ -17,7 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.type_aliases import GymEnv
 
-from agents.common.safe_load import inspect_model_file
+from ebrl.agents.common.safe_load import inspect_model_file
 from ebrl.validation import check_fraction, check_int, check_positive_float
 
 # Spaces that SB3's preprocess_obs + flatten turn into one flat float vector (the energy's state).

@@ -3,7 +3,7 @@
 :func:`to_plain` / :func:`from_plain` encode numbers, strings, lists, tuples, string-keyed dicts,
 NumPy arrays and scalars (bit-exact, base64) and NumPy random generators (their
 ``bit_generator.state``). Decoding builds only those types, so nothing is unpickled when a file is
-read. Used by :mod:`agents.common.safe_load` (the spaces of a model file) and by the run
+read. Used by :mod:`ebrl.agents.common.safe_load` (the spaces of a model file) and by the run
 checkpoints of ``ebrl train`` (``experiments/checkpoints/``).
 """
 

@@ -10,15 +10,13 @@ given env) and then hands SB3 a replacement for every pickled entry, rebuilt fro
 - spaces, ``train_freq``, the learning rate and the policy/replay-buffer classes from the
   ``ebrl.json`` entry that :func:`save_model` adds (plain JSON), else from the readable fields SB3
   writes next to each pickled entry (Box bounds, Discrete ``n``, class module and docstring);
-- classes only by looking up allow-listed modules (``agents``, ``stable_baselines3``) that are
-  already installed, never from the file;
+- classes only by looking up allow-listed modules (``ebrl.agents``, ``stable_baselines3``; files
+  saved before the rename say ``agents``) that are already installed, never from the file;
 - state that ``_setup_model`` rebuilds anyway (schedules) or that a loaded model does not need
   (last observations, episode statistics) as None.
 
-An entry that cannot be rebuilt (e.g. a custom callable learning rate with no plain value, a
-policy_kwargs holding a class) makes the load fail with :class:`UnsafeModelError`, which says how
-to opt in: ``allow_pickle=True`` (``--allow-pickle`` on the command line) for files you trust.
-"""
+An entry that cannot be rebuilt (a callable learning rate with no plain value, a class in
+policy_kwargs) fails with :class:`UnsafeModelError`, naming the opt-in ``allow_pickle=True``."""
 
 from __future__ import annotations
 
@@ -39,12 +37,17 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
-from agents.common.plain import from_plain, to_plain
+from ebrl.agents.common.plain import from_plain, to_plain
 from ebrl.atomic import atomic_write_bytes
 
 META = "ebrl.json"
 FORMAT = 1
-TRUSTED_MODULES = ("agents.", "stable_baselines3.", "sb3_contrib.")
+TRUSTED_MODULES = ("ebrl.agents.", "stable_baselines3.", "sb3_contrib.")
+
+
+def _current_module(module: str | None) -> str | None:
+    """A class's module as installed now: files saved before the rename say ``agents.<...>``."""
+    return "ebrl." + module if module is not None and module.startswith("agents.") else module
 # Pickled entries that _setup_model rebuilds, or that a freshly loaded model does not need.
 REBUILT = {
     "lr_schedule", "exploration_schedule", "_last_obs", "_last_episode_starts", "_last_original_obs",
@@ -137,6 +140,7 @@ def _trusted_class(name: str | None, base: type) -> type | None:
     if not name or ":" not in name:
         return None
     module, qualname = name.split(":", 1)
+    module = str(_current_module(module))
     if not module.startswith(TRUSTED_MODULES):
         return None
     try:
@@ -150,9 +154,8 @@ def _trusted_class(name: str | None, base: type) -> type | None:
 
 def _class_by_readable(entry: dict[str, Any], candidates: list[type]) -> type | None:
     """The one candidate whose module and docstring match SB3's readable fields."""
-    found = {
-        c for c in candidates if c.__module__ == entry.get("__module__") and c.__doc__ == entry.get("__doc__")
-    }
+    module = _current_module(entry.get("__module__"))
+    found = {c for c in candidates if c.__module__ == module and c.__doc__ == entry.get("__doc__")}
     return found.pop() if len(found) == 1 else None
 
 
@@ -252,7 +255,7 @@ def _check_compatible(
             )
         return
     entry = data.get("policy_class")
-    module = entry.get("__module__") if isinstance(entry, dict) else None
+    module = _current_module(entry.get("__module__")) if isinstance(entry, dict) else None
     expected = {c.__module__ for c in getattr(cls, "policy_aliases", {}).values()}
     if module is not None and expected and module not in expected:
         raise ModelFileError(

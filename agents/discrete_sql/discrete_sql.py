@@ -24,15 +24,15 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from agents.common.checks import (
+from ebrl.agents.common.checks import (
     CheckedLoadMixin,
     check_action_space_discrete,
     check_off_policy_args,
     check_policy_and_env,
 )
-from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from agents.common.updates import polyak
-from agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
+from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
+from ebrl.agents.common.updates import polyak
+from ebrl.agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
 from ebrl.validation import check_int, check_positive_float
 
 SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")

@@ -12,15 +12,15 @@ from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import Tensor, nn
 
-from agents.common.checks import check_action_space_discrete, check_observation_space
-from agents.common.soft_q_policy import SoftQPolicy
-from agents.common.updates import make_optimizer
+from ebrl.agents.common.checks import check_action_space_discrete, check_observation_space
+from ebrl.agents.common.soft_q_policy import SoftQPolicy
+from ebrl.agents.common.updates import make_optimizer
 from ebrl.energies import ACTIVATIONS
 from ebrl.validation import check_finite
 
 
 class DiscreteSQLPolicy(SoftQPolicy):
-    """Policy of :class:`~agents.DiscreteSQL`: Q(s, .) for every action, pi(a|s) = softmax(Q(s, .)/alpha)
+    """Policy of :class:`~ebrl.agents.DiscreteSQL`: Q(s, .) for every action, pi(a|s) = softmax(Q(s, .)/alpha)
     sampled exactly (no MCMC needed over a finite set); ``deterministic=True`` returns argmax Q.
 
     Args:
@@ -30,7 +30,7 @@ class DiscreteSQLPolicy(SoftQPolicy):
         net_arch: hidden widths of the Q-network.
         activation: activation of the Q-network (one of ``ebrl.energies.ACTIVATIONS``).
         temperature, normalize_images, optimizer_class, optimizer_kwargs: as in
-            :class:`~agents.common.soft_q_policy.SoftQPolicy` (the initial alpha; the optimiser
+            :class:`~ebrl.agents.common.soft_q_policy.SoftQPolicy` (the initial alpha; the optimiser
             is the Q-network's).
     """
 

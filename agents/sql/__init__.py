@@ -1,6 +1,6 @@
 """Soft Q-learning for continuous (Box) actions with an MCMC Boltzmann policy."""
 
-from agents.sql.policies import MlpPolicy, SQLPolicy
-from agents.sql.sql import SQL
+from ebrl.agents.sql.policies import MlpPolicy, SQLPolicy
+from ebrl.agents.sql.sql import SQL
 
 __all__ = ["SQL", "MlpPolicy", "SQLPolicy"]

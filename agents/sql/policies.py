@@ -14,10 +14,10 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import Tensor, nn
 
-from agents.common.checks import check_action_space_box, check_observation_space
-from agents.common.soft_q_policy import SoftQPolicy
-from agents.common.updates import make_optimizer
 from ebrl import BoltzmannPolicy, Energy, StateActionEnergy
+from ebrl.agents.common.checks import check_action_space_box, check_observation_space
+from ebrl.agents.common.soft_q_policy import SoftQPolicy
+from ebrl.agents.common.updates import make_optimizer
 from ebrl.energies import PessimisticEnergy, ensemble_energy
 from ebrl.proposals import TanhGaussianProposal
 from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
@@ -87,7 +87,7 @@ def resolve_search_steps(search_steps: int, n_steps: int | None) -> int:
 
 
 class SQLPolicy(SoftQPolicy):
-    """Policy of :class:`~agents.SQL`: owns the critics E_i(s, a) = -Q_i(s, a), their Polyak
+    """Policy of :class:`~ebrl.agents.SQL`: owns the critics E_i(s, a) = -Q_i(s, a), their Polyak
     targets, the proposal q_phi, and the Boltzmann policy pi(a|s) ∝ exp(min_i Q_i(s, a)/alpha)
     (Haarnoja et al. 2017, eq. 6, on the twin minimum of Fujimoto et al. 2018).
 

@@ -14,7 +14,7 @@ With ``alpha="auto"`` log alpha follows SAC's temperature loss with the Boltzman
 H = (V - E_pi[Q]) / alpha from the same particles. The policy that acts is the Boltzmann policy
 pi(a|s) ∝ exp(min_j Q_j(s, a)/alpha), the function whose log-partition is V: chains start from
 q_phi (sampling-importance-resampling) and take exact MALA steps on E = -min_j Q_j
-(:class:`~agents.sql.SQLPolicy`). q_phi only makes the search and the soft value cheap; with
+(:class:`~ebrl.agents.sql.SQLPolicy`). q_phi only makes the search and the soft value cheap; with
 q_phi = pi and M = 1 the target is SAC's Q - alpha log pi. Without a proposal
 (``policy_kwargs=dict(proposal=False)``) the particles are uniform, as in the paper.
 """
@@ -35,15 +35,15 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from agents.common.checks import (
+from ebrl.agents.common.checks import (
     CheckedLoadMixin,
     check_action_space_box,
     check_off_policy_args,
     check_policy_and_env,
 )
-from agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from agents.common.updates import make_optimizer, polyak
-from agents.sql.policies import MlpPolicy, SQLPolicy
+from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
+from ebrl.agents.common.updates import make_optimizer, polyak
+from ebrl.agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample
 from ebrl.validation import check_choice, check_int, check_positive_float

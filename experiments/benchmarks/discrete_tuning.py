@@ -27,8 +27,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from tqdm import tqdm
 
-from agents import DiscreteSQL
-from experiments.config import parse_dict_call
+from ebrl.agents import DiscreteSQL
+from ebrl.experiments.config import parse_dict_call
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 OUT = RESULTS / "discrete_runs.jsonl"

@@ -326,10 +326,10 @@ def run_rl(timesteps: int, bar: tqdm) -> dict:
     """AUROC of E(s, a), -log pi(a|s) and F(s) separating the agent's own replay data from
     perturbed actions, uniform actions and unseen states; skipped when agents is not importable."""
     try:
-        from agents import SQL
+        from ebrl.agents import SQL
     except ImportError as err:
         bar.update(1)
-        return {"skipped": f"agents is not importable ({err}); the RL case needs agents.SQL"}
+        return {"skipped": f"agents is not importable ({err}); the RL case needs ebrl.agents.SQL"}
     from sklearn.metrics import roc_auc_score
 
     model = SQL("MlpPolicy", "Pendulum-v1", seed=0, learning_starts=200, device="cpu")

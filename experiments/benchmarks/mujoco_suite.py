@@ -34,7 +34,7 @@ constructor keyword arguments and, for SQL only, of every keyword default of ``S
 changing SQL's defaults invalidates the old SQL runs while the SAC runs stay valid (each run also
 records the git commit it ran on, for changes of code that keep the defaults). A job whose key is
 already in the jsonl is skipped (``--fresh`` runs it again; the newer line wins). The jobs left are
-run as Ray Tune trials through :func:`experiments.sweep.run_parallel` (one CPU and one torch thread
+run as Ray Tune trials through :func:`ebrl.experiments.sweep.run_parallel` (one CPU and one torch thread
 each; ``--max-concurrent`` at a time; ``--address auto`` for a Ray cluster), which also gives
 Ray-level resume of an identical interrupted command.
 
@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.sweep import run_parallel
+from ebrl.experiments.sweep import run_parallel
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "results"
@@ -117,7 +117,7 @@ def sql_source_text() -> str:
     does not. Each run also records the git commit it ran on."""
     import inspect
 
-    from agents.sql import SQL, SQLPolicy
+    from ebrl.agents.sql import SQL, SQLPolicy
 
     defaults = {
         RENAMED.get(f"{cls.__name__}.{name}", f"{cls.__name__}.{name}"): repr(p.default)
@@ -135,7 +135,7 @@ def default_sampler_settings() -> dict[str, Any]:
     """The plain settings of the action search that ``SQL("MlpPolicy", env)`` builds."""
     import inspect
 
-    from agents.sql.policies import SQLPolicy, make_sampler
+    from ebrl.agents.sql.policies import SQLPolicy, make_sampler
 
     params = inspect.signature(SQLPolicy.__init__).parameters
     sampler = make_sampler(*(params[name].default for name in ("sampler", "search_steps", "step_size",
@@ -193,7 +193,7 @@ def append_run(path: Path, record: dict[str, Any]) -> None:
 
 def algo_class(name: str) -> type:
     if name == "SQL":
-        from agents import SQL
+        from ebrl.agents import SQL
 
         return SQL
     from stable_baselines3 import SAC
@@ -515,7 +515,7 @@ def write_outputs(prefix: Path, jsonl: Path, args: argparse.Namespace, settings:
 # ---------------------------------------------------------------- command line
 
 def start_ray(address: str | None, device: str) -> None:
-    """Like experiments.sweep.start_ray, but with the trials' progress lines sent to this terminal."""
+    """Like ebrl.experiments.sweep.start_ray, but with the trials' progress lines sent to this terminal."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read when ray is imported: keep every progress line
     import ray
 

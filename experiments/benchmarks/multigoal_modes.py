@@ -11,7 +11,7 @@ with goal entropy >= 0.9 log 4.
     .venv/bin/python experiments/benchmarks/multigoal_modes.py --seeds 0 1 2 --episodes 100
 
 writes ``experiments/results/multigoal_modes.{json,md,png}``. Every (task, algorithm, seed) is one
-Ray Tune trial (:func:`experiments.sweep.run_parallel`) with one torch thread: ``--max-concurrent``
+Ray Tune trial (:func:`ebrl.experiments.sweep.run_parallel`) with one torch thread: ``--max-concurrent``
 of them at a time on this machine, or on a Ray cluster with ``--address auto``. Re-running an
 interrupted command re-runs only the unfinished trials (``--fresh`` runs them all again).
 """
@@ -33,12 +33,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import envs  # noqa: F401  (registers ebrl/...: the figure draws the tasks here, the runs are in Ray workers)
-from experiments.config import resolve
-from experiments.evaluate import EvalResult, evaluate
-from experiments.plots import draw_task
-from experiments.sweep import run_parallel
-from experiments.train import build_model
+import ebrl.envs  # noqa: F401  (registers ebrl/...: the figure draws the tasks here, the runs are in Ray workers)
+from ebrl.experiments.config import resolve
+from ebrl.experiments.evaluate import EvalResult, evaluate
+from ebrl.experiments.plots import draw_task
+from ebrl.experiments.sweep import run_parallel
+from ebrl.experiments.train import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "experiments" / "configs"

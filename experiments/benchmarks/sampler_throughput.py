@@ -73,7 +73,7 @@ def acting_rows(device: torch.device, n_envs_list: list[int], repeats: int) -> l
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
 
-    from agents import SQL
+    from ebrl.agents import SQL
 
     agents = {
         "SQL": lambda env: SQL("MlpPolicy", env, device=device, seed=0),

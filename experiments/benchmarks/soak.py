@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agents import SQL  # noqa: E402
-from agents.common.safe_load import safe_load, save_model  # noqa: E402
-from experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore  # noqa: E402
-from experiments.evaluate import evaluate  # noqa: E402
-from experiments.faults import CheckpointCallback, StopRequest  # noqa: E402
+from ebrl.agents import SQL  # noqa: E402
+from ebrl.agents.common.safe_load import safe_load, save_model  # noqa: E402
+from ebrl.experiments.checkpoints import CheckpointDir, load_training_checkpoint, restore  # noqa: E402
+from ebrl.experiments.evaluate import evaluate  # noqa: E402
+from ebrl.experiments.faults import CheckpointCallback, StopRequest  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 ENV_ID = "Pendulum-v1"

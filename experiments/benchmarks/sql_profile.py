@@ -304,7 +304,7 @@ def make_model(algo: str, warmup: int) -> Any:
 
     env = gym.make(ENV_ID)
     if algo == "SQL":
-        from agents import SQL
+        from ebrl.agents import SQL
 
         return SQL("MlpPolicy", env, seed=0, device="cpu", learning_starts=warmup)
     if algo == "SAC":
@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    import agents
+    import ebrl.agents as agents
 
     print(f"agents imported from {agents.__file__}", flush=True)
     if Path(agents.__file__).resolve().parents[1] != ROOT:

@@ -31,8 +31,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from agents import SQL
-from experiments.config import parse_dict_call
+from ebrl.agents import SQL
+from ebrl.experiments.config import parse_dict_call
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "sql_tuning_runs.jsonl"
 

@@ -8,7 +8,7 @@ Same seeds, same network sizes, deterministic evaluation every ``--eval-every`` 
 
 Env steps per second are measured without the evaluation time, both in wall-clock time and in
 process CPU time (the latter is robust to other jobs sharing the machine). Each run is a Ray Tune
-trial (:func:`experiments.sweep.run_parallel`) with one torch thread; ``--max-concurrent 2`` (alias
+trial (:func:`ebrl.experiments.sweep.run_parallel`) with one torch thread; ``--max-concurrent 2`` (alias
 ``--jobs``) runs two at a time, pairing the two algorithms of a seed so that both see the same
 machine load. ``--address auto`` runs the trials on a Ray cluster. Re-running an interrupted command
 re-runs only the unfinished runs (``--fresh`` runs them all again).
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.sweep import run_parallel
+from ebrl.experiments.sweep import run_parallel
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -89,7 +89,7 @@ TASKS = {
 
 def algo_class(name: str):
     if name in ("SQL", "DiscreteSQL"):
-        import agents
+        import ebrl.agents as agents
 
         return getattr(agents, name)
     import stable_baselines3

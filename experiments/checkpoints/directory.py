@@ -8,7 +8,7 @@ complete); ``checkpoints/latest.json`` is replaced only after the directory is c
 killed in the middle of a save therefore leaves at worst a stale ``.tmp-*`` directory, which the
 next save removes, and ``latest.json`` still names the previous complete checkpoint.
 
-Plain data (``state.json``) is encoded by :func:`agents.common.plain.to_plain` and read back by
+Plain data (``state.json``) is encoded by :func:`ebrl.agents.common.plain.to_plain` and read back by
 :func:`decode`. Nothing in a checkpoint is unpickled when it is read.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from agents.common.plain import PlainDataError, from_plain
+from ebrl.agents.common.plain import PlainDataError, from_plain
 from ebrl.atomic import atomic_write, atomic_write_json, fsync_dir
 
 FORMAT = 1
@@ -35,7 +35,7 @@ class CheckpointError(ValueError):
 
 
 def decode(obj: Any) -> Any:
-    """:func:`~agents.common.plain.from_plain` for checkpoint data: an unknown encoding is a
+    """:func:`~ebrl.agents.common.plain.from_plain` for checkpoint data: an unknown encoding is a
     :class:`CheckpointError`."""
     try:
         return from_plain(obj)

@@ -30,10 +30,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from agents.common.plain import is_plain, to_plain
+from ebrl.agents.common.plain import is_plain, to_plain
 from ebrl.errors import NonFiniteError
+from ebrl.experiments.checkpoints.directory import CheckpointDir, CheckpointError, decode, read_state
 from ebrl.samplers import Sampler
-from experiments.checkpoints.directory import CheckpointDir, CheckpointError, decode, read_state
 
 COUNTERS = (
     "num_timesteps",

@@ -10,8 +10,8 @@ from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from agents import DiscreteSQL
-from agents.discrete_sql import DiscreteSQLPolicy
+from ebrl.agents import DiscreteSQL
+from ebrl.agents.discrete_sql import DiscreteSQLPolicy
 
 FAST = {"policy_kwargs": {"net_arch": (32, 32)}, "learning_starts": 50, "batch_size": 32, "train_freq": 1}
 

@@ -12,11 +12,11 @@ import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents import SQL, DiscreteSQL
-from agents.common.guard import DivergenceGuardMixin
-from agents.common.safe_load import ModelFileError, UnsafeModelError, safe_load, save_model
+from ebrl.agents import SQL, DiscreteSQL
+from ebrl.agents.common.guard import DivergenceGuardMixin
+from ebrl.agents.common.safe_load import ModelFileError, UnsafeModelError, safe_load, save_model
 from ebrl.errors import NonFiniteError
-from experiments.checkpoints import CheckpointDir, save_training_checkpoint
+from ebrl.experiments.checkpoints import CheckpointDir, save_training_checkpoint
 
 if issubclass(SQL, DivergenceGuardMixin):
     GuardedSQL = SQL
@@ -155,6 +155,33 @@ def _meta(**changes):
     return change
 
 
+@pytest.mark.parametrize("which", ["ebrl", "sb3"])
+def test_a_file_saved_before_the_ebrl_agents_rename_still_loads(saved, which: str, tmp_path: Path) -> None:
+    """Model files written when the agents were installed as top-level ``agents`` name their
+    classes agents.<...> (in ebrl.json and in SB3's readable fields): they load as
+    ebrl.agents.<...> and act the same."""
+    model, ours, plain = saved
+
+    def legacy(name: str, data: bytes) -> bytes:
+        if name == "data":  # SB3's JSON: the readable module of every pickled class
+            return data.replace(b'"__module__": "ebrl.agents.', b'"__module__": "agents.')
+        if name == "ebrl.json":
+            meta = json.loads(data)
+            return json.dumps({k: v.removeprefix("ebrl.") if k.endswith("_class") and v else v
+                               for k, v in meta.items()}).encode()
+        return data
+
+    src = ours if which == "ebrl" else plain
+    old = _rewrite(src, tmp_path / "legacy.zip", legacy)
+    assert b'"__module__": "agents.sql.policies"' in zipfile.ZipFile(old).read("data")
+    loaded = safe_load(SQL, old, device="cpu")
+    assert loaded.policy_class is model.policy_class
+    obs = np.zeros((3, 3), np.float32)
+    np.testing.assert_array_equal(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )
+
+
 def test_safe_load_errors(saved, tmp_path: Path) -> None:
     _, ours, plain = saved
     raw = ours.read_bytes()
@@ -169,7 +196,7 @@ def test_safe_load_errors(saved, tmp_path: Path) -> None:
         safe_load(SQL, tmp_path / "flipped.zip")
     with pytest.raises(ModelFileError, match="holds a SQL model, not DiscreteSQL"):
         safe_load(DiscreteSQL, ours)
-    with pytest.raises(ModelFileError, match=r"another algorithm .its policy comes from agents\.sql"):
+    with pytest.raises(ModelFileError, match=r"another algorithm .its policy comes from ebrl\.agents\.sql"):
         safe_load(SAC, plain)
     with pytest.raises(ModelFileError, match=r"written by ebrl 9\.0\.0 \(model format 2\)"):
         safe_load(SQL, _rewrite(ours, tmp_path / "future.zip", _meta(ebrl_format=2, ebrl_version="9.0.0")))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents import SQL, DiscreteSQL
-from agents.discrete_sql import DiscreteSQLPolicy
-from agents.sql import SQLPolicy
+from ebrl.agents import SQL, DiscreteSQL
+from ebrl.agents.discrete_sql import DiscreteSQLPolicy
+from ebrl.agents.sql import SQLPolicy
 
 CASES = {
     "sql": (

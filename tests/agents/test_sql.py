@@ -10,9 +10,9 @@ from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from agents import SQL
-from agents.sql import SQLPolicy
 from ebrl import BoltzmannPolicy, StateActionEnergy
+from ebrl.agents import SQL
+from ebrl.agents.sql import SQLPolicy
 from ebrl.energies import PessimisticEnergy
 from ebrl.estimators import mixture_soft_value, soft_value, uniform_particles, uniform_soft_value
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from agents.common.updates import make_optimizer, polyak
+from ebrl.agents.common.updates import make_optimizer, polyak
 
 
 def test_polyak_matches_its_formula_and_copies_exactly_at_tau_one() -> None:

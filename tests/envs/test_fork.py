@@ -7,8 +7,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs  # noqa: F401  (registers the ids)
-from envs.fork import LEFT, RIGHT, ForkEnv
+import ebrl.envs  # noqa: F401  (registers the ids)
+from ebrl.envs.fork import LEFT, RIGHT, ForkEnv
 
 ENV_ID = "ebrl/Fork-v0"
 

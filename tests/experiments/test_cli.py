@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.cli import main
-from experiments.config import ConfigError, load_hyperparams, resolve
+from ebrl.experiments.cli import main
+from ebrl.experiments.config import ConfigError, load_hyperparams, resolve
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 TINY = {
@@ -164,7 +164,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 
 def test_console_script_exit_code(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "train", "--algo", "sac", "--env-id", "Nope-v9",
+        [sys.executable, "-m", "ebrl.experiments.cli", "train", "--algo", "sac", "--env-id", "Nope-v9",
          "--runs-dir", str(tmp_path / "runs")],
         capture_output=True, text=True, timeout=60,
     )
@@ -194,7 +194,7 @@ def test_shipped_configs_resolve(config: Path) -> None:
 
 
 def test_shipped_configs_and_sweeps_are_found_by_name_from_any_folder(tmp_path: Path, monkeypatch) -> None:
-    from experiments.sweep_spec import load_sweep
+    from ebrl.experiments.sweep_spec import load_sweep
 
     monkeypatch.chdir(tmp_path)  # outside the repository: relative repository paths do not exist here
     by_path = load_hyperparams(CONFIGS / "sql.yaml", "ebrl/MultiGoal-v0")
@@ -214,7 +214,7 @@ def test_shipped_yaml_files_are_package_data() -> None:
 
     text = (CONFIGS.parents[1] / "pyproject.toml").read_text()
     section = text.split("[tool.setuptools.package-data]", 1)[1]
-    patterns = re.findall(r'"([^"]+)"', re.search(r"^experiments = \[(.*)\]$", section, re.M).group(1))
+    patterns = re.findall(r'"([^"]+)"', re.search(r'^"ebrl.experiments" = \[(.*)\]$', section, re.M).group(1))
     shipped = {p.relative_to(CONFIGS.parent) for kind in ("configs", "sweeps")
                for p in (CONFIGS.parent / kind).glob("*.yaml")}
     assert shipped and all(any(p.match(pattern) for pattern in patterns) for p in shipped)

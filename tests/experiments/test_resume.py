@@ -16,9 +16,9 @@ import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from experiments.checkpoints import CheckpointDir, load_training_checkpoint
-from experiments.config import RunConfig
-from experiments.train import TrainingInterrupted, resume, train
+from ebrl.experiments.checkpoints import CheckpointDir, load_training_checkpoint
+from ebrl.experiments.config import RunConfig
+from ebrl.experiments.train import TrainingInterrupted, resume, train
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL_TINY = {
@@ -125,7 +125,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
 
 def test_resume_can_extend_and_refuses_a_finished_run(tmp_path: Path) -> None:
     run = train(config(total=40, eval_freq=0), runs_dir=tmp_path, progress_bar=False)
-    from experiments.config import ConfigError
+    from ebrl.experiments.config import ConfigError
 
     with pytest.raises(ConfigError, match="total_timesteps is 40"):
         resume(run, progress_bar=False)
@@ -185,7 +185,7 @@ def test_sigterm_checkpoints_and_exits_with_the_resume_command(tmp_path: Path) -
         [
             sys.executable,
             "-m",
-            "experiments.cli",
+            "ebrl.experiments.cli",
             "train",
             "--algo",
             "sql",
@@ -221,7 +221,7 @@ def test_sigterm_checkpoints_and_exits_with_the_resume_command(tmp_path: Path) -
 
 KILL_DURING_SAVE = """
 import os, signal, sys
-from experiments.checkpoints import CheckpointDir
+from ebrl.experiments.checkpoints import CheckpointDir
 d = CheckpointDir(sys.argv[1])
 d.save(10, {"a.bin": lambda f: f.write(b"complete")}, {"note": "first"})
 def half_then_die(f):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments.config import ConfigError, resolve
-from experiments.sweep import main, run_parallel
-from experiments.sweep_report import TrialResult, iqm, summarise
-from experiments.sweep_spec import apply_params, draw_configs, load_sweep
+from ebrl.experiments.config import ConfigError, resolve
+from ebrl.experiments.sweep import main, run_parallel
+from ebrl.experiments.sweep_report import TrialResult, iqm, summarise
+from ebrl.experiments.sweep_spec import apply_params, draw_configs, load_sweep
 
 ray = pytest.importorskip("ray")
 SWEEPS = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
@@ -150,10 +150,10 @@ def test_tiny_local_sweep_finishes_reports_and_resumes_without_rerunning(tmp_pat
 def test_a_trial_run_again_continues_its_own_run_from_its_checkpoint(tmp_path: Path) -> None:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from experiments.checkpoints import CheckpointDir
-    from experiments.checkpoints.directory import read_state
-    from experiments.sweep import _train_or_resume
-    from experiments.train import train
+    from ebrl.experiments.checkpoints import CheckpointDir
+    from ebrl.experiments.checkpoints.directory import read_state
+    from ebrl.experiments.sweep import _train_or_resume
+    from ebrl.experiments.train import train
 
     class Interrupt(BaseCallback):  # the sweep stopped while this trial was in flight
         def _on_step(self) -> bool:

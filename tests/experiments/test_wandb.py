@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import experiments.wandb_logger as wl
-from experiments.cli import main
+import ebrl.experiments.wandb_logger as wl
+from ebrl.experiments.cli import main
 
 
 def test_offline_run_records_metrics_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
