@@ -1,10 +1,14 @@
 """Algorithms, env ids and YAML hyperparameters: resolve and validate a run before anything is written.
 
-Configs follow rl-baselines3-zoo: one YAML file per algorithm, keyed by env id, each entry the
-algorithm's constructor arguments plus a few run keys (``n_timesteps``, ``policy``, ``n_envs``,
-``env_kwargs``, ``eval_freq``, ``n_eval_episodes``, ``checkpoint_freq``). Numbers written like
-``3e-4`` (a string to YAML 1.1) become floats, ``policy_kwargs`` may be a mapping or zoo's
-``"dict(...)"`` string (:func:`parse_dict_call`), and ``train_freq`` lists become tuples. Every key
+Configs follow rl-baselines3-zoo: one YAML file per algorithm, keyed by env id (or ``default``),
+each entry the algorithm's constructor arguments plus zoo's own keys (``n_timesteps``, ``policy``,
+``n_envs``, ``env_kwargs``, and the env keys ``env_wrapper``, ``normalize``, ``frame_stack`` of
+:mod:`ebrl.experiments.zoo`), so rl_zoo3 reads the same file. ebrl's run-level settings, which zoo
+takes on its command line instead (``eval_freq``, ``n_eval_episodes``, ``checkpoint_freq``), live
+in a separate top-level section, :data:`RUN_SECTION`, keyed by env id (older files that put them
+in the entry still load). Numbers written like ``3e-4`` (a string to YAML 1.1) become floats,
+``policy_kwargs`` may be a mapping or zoo's ``"dict(...)"`` string (:func:`parse_dict_call`),
+``train_freq`` lists become tuples and ``"lin_<value>"`` learning rates linear schedules. Every key
 is checked against the algorithm's signature, so a typo fails before the run directory exists.
 """
 
@@ -55,6 +59,8 @@ def knob(default: int, minimum: int, help: str, cli: bool = False) -> Any:
 # Set by the command line or by the run itself, never by a config file.
 RESERVED = {"env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
 DEFAULT_TIMESTEPS = 10_000
+# Top-level section of a config file with ebrl's run settings per env id (invisible to rl_zoo3).
+RUN_SECTION = "ebrl_run"
 DEFAULT_WANDB_PROJECT = "ebrl"
 
 
@@ -78,6 +84,8 @@ class RunConfig:
     eval_freq: int = knob(0, 0, "env steps between evaluations during training (0: none)")
     n_eval_episodes: int = knob(20, 1, "episodes per evaluation")
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    # zoo's env keys as given (env_wrapper, normalize, frame_stack; see ebrl.experiments.zoo)
+    wrappers: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None
     checkpoint_freq: int = knob(5_000, 0, "env steps between resumable checkpoints (0: only on stop)",
                                 cli=True)
@@ -163,8 +171,10 @@ def parse_dict_call(text: str, what: str = "policy_kwargs") -> dict[str, Any]:
 
 def accepted_keys(cls: type) -> set[str]:
     """Constructor arguments of an algorithm class that a config may set."""
+    from ebrl.experiments.zoo import ZOO_ENV_KEYS
+
     params = inspect.signature(cls.__init__).parameters
-    return {p for p in params if p not in {"self", "policy", *RESERVED}} | RUN_KEYS
+    return {p for p in params if p not in {"self", "policy", *RESERVED}} | RUN_KEYS | set(ZOO_ENV_KEYS)
 
 
 SHIPPED = {"configs": "config file", "sweeps": "sweep file"}
@@ -199,13 +209,21 @@ def load_hyperparams(config_file: str | Path | None, env_id: str) -> dict[str, A
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must map env ids to hyperparameters")
-    if env_id not in data:
-        known = ", ".join(map(str, data))
+    key = env_id if env_id in data else "default"
+    if key not in data:
+        known = ", ".join(str(k) for k in data if k != RUN_SECTION)
         raise ConfigError(f"config file {path} has no entry for env id {env_id!r} (it has: {known})")
-    entry = data[env_id] or {}
-    if not isinstance(entry, dict):
-        raise ConfigError(f"config entry {env_id!r} in {path} must be a mapping, got {type(entry).__name__}")
-    return {k: _convert(k, v) for k, v in entry.items()}
+    entry = data[key] or {}
+    run = (data.get(RUN_SECTION) or {}).get(key) or {}
+    for name, value in (("entry", entry), (f"{RUN_SECTION} entry", run)):
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"config {name} {key!r} in {path} must be a mapping, got {type(value).__name__}")
+    misplaced = sorted(set(run) - set(RUN_KNOBS))
+    if misplaced:
+        raise ConfigError(f"config key {misplaced[0]!r} under {RUN_SECTION} in {path} is not a run setting "
+                          f"(accepted there: {', '.join(RUN_KNOBS)})")
+    return {k: _convert(k, v) for k, v in {**entry, **run}.items()}
 
 
 def resolve(
@@ -220,6 +238,8 @@ def resolve(
     """Check the algo, env id and config keys, and merge file and command line (command line wins:
     ``total_timesteps`` and ``knobs``, the values given for :data:`RUN_KNOBS` with ``cli=True``,
     here ``checkpoint_freq``; None means not given)."""
+    from ebrl.experiments.zoo import ZOO_ENV_KEYS, ZooEnvKeys, parse_schedule
+
     cls = algo_class(algo)
     check_env_id(env_id)
     params = load_hyperparams(config_file, env_id)
@@ -249,6 +269,10 @@ def resolve(
     env_kwargs = run.get("env_kwargs")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ConfigError(f"env_kwargs must be a mapping, got {env_kwargs!r}")
+    wrappers = {k: params.pop(k) for k in list(params) if k in ZOO_ENV_KEYS}
+    ZooEnvKeys.from_config(wrappers)  # checked now, before anything is written
+    for key, value in params.items():
+        parse_schedule(key, value)
     return RunConfig(
         algo=algo,
         env_id=env_id,
@@ -258,6 +282,7 @@ def resolve(
         policy=str(run.get("policy", RunConfig.policy)),
         env_kwargs=dict(run.get("env_kwargs") or {}),
         hyperparams=params,
+        wrappers=wrappers,
         config_file=str(config_file) if config_file is not None else None,
         **knobs,
     )
@@ -269,8 +294,11 @@ def cli_knobs() -> list[str]:
 
 
 def hyperparams_for_model(hyperparams: dict[str, Any]) -> dict[str, Any]:
-    """Config values as the algorithm wants them (``train_freq`` lists back to tuples)."""
-    return {k: _convert(k, v) for k, v in hyperparams.items()}
+    """Config values as the algorithm wants them (``train_freq`` lists back to tuples, zoo's
+    ``"lin_<value>"`` learning rates to :class:`~ebrl.experiments.zoo.LinearSchedule`)."""
+    from ebrl.experiments.zoo import parse_schedule
+
+    return {k: parse_schedule(k, _convert(k, v)) for k, v in hyperparams.items()}
 
 
 def load_run_config(run_dir: str | Path, require_model: bool = True) -> RunConfig:

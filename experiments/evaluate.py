@@ -17,6 +17,8 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from ebrl.experiments.zoo import ObsNormalizer, ObsPipeline, ZooEnvKeys, eval_obs
+
 
 @dataclass
 class EvalResult:
@@ -77,23 +79,30 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     render: bool = False,
     progress: bool = False,
+    wrappers: ZooEnvKeys | None = None,
+    normalizer: ObsNormalizer | None = None,
 ) -> EvalResult:
     """Run ``n_episodes`` episodes in lockstep; episode i is reset with seed ``seed + i``.
 
     ``deterministic=False`` samples the policy (the stochastic evaluation of the benchmarks).
     With ``render`` the first episode's ``rgb_array`` frames are kept. ``progress`` shows a bar
-    of finished episodes.
+    of finished episodes. ``wrappers`` (zoo's env keys of the run's config) and ``normalizer``
+    (its frozen ``VecNormalize`` statistics, :func:`~ebrl.experiments.zoo.eval_obs`) make the
+    observations as training made them; ``paths`` keep the raw observations.
     """
     from tqdm.auto import tqdm
 
     import ebrl.envs  # noqa: F401  (registers ebrl/...)
 
     kwargs = dict(env_kwargs or {})
+    wrappers = wrappers or ZooEnvKeys()
     env_list = [
-        gym.make(env_id, render_mode="rgb_array" if render and i == 0 else None, **kwargs)
+        wrappers.wrap_env(gym.make(env_id, render_mode="rgb_array" if render and i == 0 else None, **kwargs))
         for i in range(n_episodes)
     ]
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(env_list)])
+    pipeline = ObsPipeline(env_list[0].observation_space, n_episodes, wrappers.frame_stack, normalizer)
+    seen = pipeline.reset(obs)
     paths: list[list[np.ndarray]] = [[o] for o in obs]
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=int)
@@ -106,7 +115,7 @@ def evaluate(
     bar = tqdm(total=n_episodes, desc=f"evaluate {env_id}", unit="episode", leave=False, disable=not progress)
     while live.any():
         idx = np.flatnonzero(live)
-        actions, _ = model.predict(obs[idx], deterministic=deterministic)
+        actions, _ = model.predict(seen[idx], deterministic=deterministic)
         for j, i in enumerate(idx):
             o, r, term, trunc, info = env_list[i].step(actions[j])
             obs[i] = o
@@ -124,6 +133,7 @@ def evaluate(
             if term or trunc:
                 live[i] = False
                 bar.update(1)
+        seen = pipeline.step(obs)
     bar.close()
     n_goals = _n_goals(env_list[0]) if saw_goal else 0
     for e in env_list:
@@ -156,17 +166,18 @@ class GoalEvalCallback(BaseCallback):
     ``next_eval`` is the step count of the next evaluation (saved with checkpoints on resume)."""
 
     def __init__(self, env_id: str, eval_freq: int, n_episodes: int, seed: int,
-                 env_kwargs: dict[str, Any] | None = None) -> None:
+                 env_kwargs: dict[str, Any] | None = None, wrappers: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.env_id, self.eval_freq, self.n_episodes, self.seed = env_id, eval_freq, n_episodes, seed
-        self.env_kwargs = env_kwargs or {}
+        self.env_kwargs, self.wrappers = env_kwargs or {}, wrappers or {}
         self.next_eval = eval_freq
 
     def _on_step(self) -> bool:
         if self.eval_freq > 0 and self.num_timesteps >= self.next_eval:
             self.next_eval += self.eval_freq
+            keys, normalizer = eval_obs(self.wrappers, model=self.model)
             result = evaluate(self.model, self.env_id, self.n_episodes, seed=self.seed + 10_000,
-                              env_kwargs=self.env_kwargs)
+                              env_kwargs=self.env_kwargs, wrappers=keys, normalizer=normalizer)
             log_eval(self.logger, result, self.num_timesteps)
         return True
 

@@ -12,6 +12,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from ebrl.experiments.config import ConfigError, RunConfig, algo_class, load_run_config
 from ebrl.experiments.evaluate import EvalResult, evaluate, save_gif
+from ebrl.experiments.zoo import ObsPipeline, eval_obs
 
 
 def run_name(env_id: str, algo: str, seed: int, stamp: str) -> str:
@@ -61,21 +62,25 @@ def plot_run(
         env = gym.make(cfg.env_id, **cfg.env_kwargs)
         states = [env.reset(seed=cfg.seed)[0].tolist()]
         env.close()
-    obs_dim = int(np.prod(model.observation_space.shape))
+    keys, normalizer = eval_obs(cfg.wrappers, model=model, run_dir=run_dir)
+    obs_dim = int(np.prod(model.observation_space.shape)) // max(keys.frame_stack, 1)
     for state in states:
         if len(state) != obs_dim:
             raise ConfigError(
                 f"--states: each state needs {obs_dim} numbers (an observation of {cfg.env_id}), "
                 f"got {len(state)} in {list(state)}"
             )
+    # The landscape is drawn at raw states; the policy sees them normalised and stacked.
+    pipeline = ObsPipeline(model.observation_space, len(states), keys.frame_stack, normalizer)
+    seen = pipeline.still(np.asarray(states, dtype=np.float32)).tolist() if keys else states
     landscape = energy_landscape(
-        model, states, out / "energy_landscape.png", title=f"energy over actions: {title}"
+        model, seen, out / "energy_landscape.png", title=f"energy over actions: {title}"
     )
     if landscape is not None:
         written.append(landscape)
     if result is None:
         result = evaluate(model, cfg.env_id, max(cfg.n_eval_episodes, 50), seed=cfg.seed + 10_000,
-                          env_kwargs=cfg.env_kwargs, progress=True)
+                          env_kwargs=cfg.env_kwargs, progress=True, wrappers=keys, normalizer=normalizer)
     paths = trajectories(result, cfg.env_id, out / "trajectories.png",
                          title=f"{title}: {len(result.returns)} stochastic episodes")
     if paths is not None:
@@ -112,8 +117,10 @@ def eval_run(run_dir: str | Path, n_episodes: int, deterministic: bool, seed: in
     seed = cfg.seed + 20_000 if seed is None else seed
     gif_skipped = render_problem(cfg.env_id, cfg.env_kwargs) if gif else None
     gif = gif and gif_skipped is None
+    keys, normalizer = eval_obs(cfg.wrappers, model=model, run_dir=run_dir)
     result = evaluate(model, cfg.env_id, n_episodes, seed=seed, deterministic=deterministic,
-                      env_kwargs=cfg.env_kwargs, render=gif, progress=True)
+                      env_kwargs=cfg.env_kwargs, render=gif, progress=True, wrappers=keys,
+                      normalizer=normalizer)
     summary = {"deterministic": deterministic, "seed": seed, **result.summary(), "returns": result.returns}
     if gif_skipped is not None:
         summary["gif_skipped"] = gif_skipped

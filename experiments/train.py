@@ -50,6 +50,7 @@ from ebrl.experiments.faults import (
     stop_on_signals,
 )
 from ebrl.experiments.run_dir import plot_run, run_name
+from ebrl.experiments.zoo import NORMALIZER_FILE, ZooEnvKeys, eval_obs
 
 
 def build_model(cfg: RunConfig, verbose: int = 0) -> BaseAlgorithm:
@@ -57,11 +58,14 @@ def build_model(cfg: RunConfig, verbose: int = 0) -> BaseAlgorithm:
     import ebrl.envs  # noqa: F401  (registers ebrl/...)
 
     cls = algo_class(cfg.algo)
+    zoo = ZooEnvKeys.from_config(cfg.wrappers)
+    hyperparams = hyperparams_for_model(cfg.hyperparams)
     try:
-        env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+        env = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs,
+                           wrapper_class=zoo.wrap_env if zoo.env_wrapper else None)
         env.envs = [EnvFailureReporter(e, i, cfg.env_id) for i, e in enumerate(env.envs)]
-        return cls(cfg.policy, env, seed=cfg.seed, device=cfg.device, verbose=verbose,
-                   **hyperparams_for_model(cfg.hyperparams))
+        venv = zoo.wrap_vec_env(env, gamma=hyperparams.get("gamma"))
+        return cls(cfg.policy, venv, seed=cfg.seed, device=cfg.device, verbose=verbose, **hyperparams)
     except (ValueError, TypeError, AssertionError, KeyError, RuntimeError) as exc:  # RuntimeError: bad device
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{cfg.algo} on {cfg.env_id} rejected the config: {first}") from exc
@@ -228,7 +232,8 @@ def _run(model: BaseAlgorithm, cfg: RunConfig, run_dir: Path, logger: Logger, wa
          reset: bool) -> Path:
     evaluator = None
     if cfg.eval_freq > 0:
-        evaluator = GoalEvalCallback(cfg.env_id, cfg.eval_freq, cfg.n_eval_episodes, cfg.seed, cfg.env_kwargs)
+        evaluator = GoalEvalCallback(cfg.env_id, cfg.eval_freq, cfg.n_eval_episodes, cfg.seed, cfg.env_kwargs,
+                                     cfg.wrappers)
         evaluator.next_eval = int(extra.get("eval_next", evaluator.next_eval))
     run_id = getattr(wandb_run, "id", None) or extra.get("wandb_run_id")
 
@@ -263,9 +268,12 @@ def _run(model: BaseAlgorithm, cfg: RunConfig, run_dir: Path, logger: Logger, wa
             f"resume with: {resume_cmd}", run_dir, model.num_timesteps, signal_number=stop.signal)
     saver.save()
     save_model(model, run_dir / "model.zip")
+    keys, normalizer = eval_obs(cfg.wrappers, model=model)
+    if normalizer is not None:  # `ebrl eval`/`ebrl plot` of the saved model need the statistics
+        normalizer.save(run_dir / NORMALIZER_FILE)
 
-    result = evaluate(model, cfg.env_id, cfg.n_eval_episodes, seed=cfg.seed + 10_000,
-                      deterministic=False, env_kwargs=cfg.env_kwargs, progress=progress_bar)
+    result = evaluate(model, cfg.env_id, cfg.n_eval_episodes, seed=cfg.seed + 10_000, deterministic=False,
+                      env_kwargs=cfg.env_kwargs, progress=progress_bar, wrappers=keys, normalizer=normalizer)
     log_eval(logger, result, model.num_timesteps)
     summary = {"algo": cfg.algo, "env_id": cfg.env_id, "seed": cfg.seed, "timesteps": model.num_timesteps,
                "train_seconds": round(train_s, 1), "final_eval_stochastic": result.summary()}

@@ -311,6 +311,38 @@ CASES: list[Case] = [
         ConfigError,
         "env_kwargs",
     ),
+    *[
+        (
+            f"config: zoo key {key}={value!r}",
+            (lambda key=key, value=value: write_config({key: value})),
+            lambda c: resolve("sql", "ebrl/MultiGoal-v0", 0, config_file="cfg.yaml"),
+            ConfigError,
+            key,
+        )
+        for key, value in [
+            ("frame_stack", -1),
+            ("normalize", "dict(norm_obs=True, bogus=1)"),
+            ("normalize", 3),
+            ("env_wrapper", "nowhere.Wrapper"),
+            ("env_wrapper", [{"gymnasium.wrappers.ClipReward": 5}]),
+            ("learning_rate", "lin_fast"),
+        ]
+    ],
+    (
+        "config: a constructor key in the ebrl_run section",
+        lambda: Path("cfg.yaml").write_text(yaml.safe_dump(
+            {"ebrl/MultiGoal-v0": {}, "ebrl_run": {"ebrl/MultiGoal-v0": {"batch_size": 8}}})),
+        lambda c: resolve("sql", "ebrl/MultiGoal-v0", 0, config_file="cfg.yaml"),
+        ConfigError,
+        "batch_size",
+    ),
+    (
+        "ebrl train: zoo env key with a bad value",
+        lambda: write_config({"frame_stack": "four"}),
+        lambda c: cli(["train", "--algo", "sql", "--env-id", "ebrl/MultiGoal-v0", "--config", "cfg.yaml"], c),
+        CLIError,
+        "frame_stack",
+    ),
     (
         "ebrl train: unknown env id",
         None,

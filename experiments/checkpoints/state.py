@@ -7,7 +7,8 @@ A resumable checkpoint (:func:`save_training_checkpoint`) holds
   read back with ``torch.load(weights_only=True)``;
 - ``buffer.npz``: the filled part of the replay buffer (``np.load(allow_pickle=False)``);
 - ``state.json``: counters (steps, updates, episodes), the last observations, episode statistics,
-  the Python, NumPy and action-space RNG states, and every environment's state.
+  the Python, NumPy and action-space RNG states, every environment's state, and the state of
+  zoo's VecEnv wrappers (VecNormalize's running statistics, VecFrameStack's stack).
 
 Environment state is captured generically: for each wrapper layer down to ``env.unwrapped``, every
 attribute holding plain data (numbers, arrays, lists, NumPy generators) is stored and set back on a
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
 from ebrl.agents.common.plain import is_plain, to_plain
 from ebrl.errors import NonFiniteError
@@ -45,6 +46,13 @@ COUNTERS = (
     "_num_timesteps_at_start",
 )
 LAST = ("_last_obs", "_last_episode_starts", "_last_original_obs")
+# State of the VecEnv wrappers zoo's env keys add (ebrl.experiments.zoo): running statistics of
+# VecNormalize, the observation stack of VecFrameStack.
+VEC_WRAPPER_STATE = {
+    "VecNormalize": ("obs_rms.mean", "obs_rms.var", "obs_rms.count", "ret_rms.mean", "ret_rms.var",
+                     "ret_rms.count", "returns"),
+    "VecFrameStack": ("stacked_obs.stacked_obs",),
+}
 _ENV_SKIP = {
     "env",
     "_env",
@@ -170,16 +178,54 @@ def capture(
     return tensors, arrays, state
 
 
+def _vec_layers(venv: VecEnv) -> list[VecEnv]:
+    """``venv`` and the VecEnvs it wraps (zoo's VecNormalize/VecFrameStack), outermost first."""
+    layers = [venv]
+    while isinstance(layers[-1], VecEnvWrapper):
+        layers.append(layers[-1].venv)
+    return layers
+
+
 def _capture_vec_env(venv: VecEnv | None) -> tuple[dict[str, Any] | None, list[str]]:
-    if not isinstance(venv, DummyVecEnv):
-        return None, ["env (only DummyVecEnv state is captured)"] if venv is not None else []
+    if venv is None:
+        return None, []
+    *wrappers, base = _vec_layers(venv)
+    if not isinstance(base, DummyVecEnv):
+        return None, ["env (only DummyVecEnv state is captured)"]
     envs, skipped = [], []
-    for env in venv.envs:
+    for env in base.envs:
         layers, skip = capture_env(env)
         envs.append(layers)
         skipped += skip
-    vec = {k: to_plain(v) for k, v in vars(venv).items() if k in {"_seeds", "_options"} and is_plain(v)}
-    return {"envs": envs, "vec": vec}, sorted(set(skipped))
+    vec = {k: to_plain(v) for k, v in vars(base).items() if k in {"_seeds", "_options"} and is_plain(v)}
+    saved = []
+    for layer in wrappers:
+        kind = type(layer).__name__
+        if kind not in VEC_WRAPPER_STATE:
+            skipped.append(f"{kind} (its state is not captured)")
+        attrs = {name: to_plain(_getattr(layer, name)) for name in VEC_WRAPPER_STATE.get(kind, ())}
+        saved.append({"type": kind, "attrs": attrs})
+    return {"envs": envs, "vec": vec, "wrappers": saved}, sorted(set(skipped))
+
+
+def _restore_vec_env(venv: VecEnv, saved: dict[str, Any]) -> None:
+    *wrappers, base = _vec_layers(venv)
+    if not isinstance(base, DummyVecEnv):
+        return
+    if len(base.envs) != len(saved["envs"]):
+        raise CheckpointError(f"checkpoint has {len(saved['envs'])} envs, the run {len(base.envs)}")
+    kinds = [type(w).__name__ for w in wrappers]
+    if kinds != [w["type"] for w in saved.get("wrappers", [])]:
+        raise CheckpointError(f"VecEnv wrappers {kinds} differ from the checkpoint's "
+                              f"{[w['type'] for w in saved.get('wrappers', [])]}")
+    for env, layers in zip(base.envs, saved["envs"], strict=True):
+        restore_env(env, layers)
+    for key, value in saved["vec"].items():
+        setattr(base, key, decode(value))
+    for layer, entry in zip(wrappers, saved.get("wrappers", []), strict=True):
+        for name, value in entry["attrs"].items():
+            owner, _, attr = name.rpartition(".")
+            setattr(_getattr(layer, owner) if owner else layer, attr, decode(value))
 
 
 def _getattr(obj: Any, dotted: str) -> Any:
@@ -214,15 +260,8 @@ def restore(
         for key, value in state["last"].items():
             setattr(model, key, decode(value))
         venv = model.get_env()
-        if state.get("env") is not None and isinstance(venv, DummyVecEnv):
-            if len(venv.envs) != len(state["env"]["envs"]):
-                raise CheckpointError(
-                    f"checkpoint has {len(state['env']['envs'])} envs, the run {len(venv.envs)}"
-                )
-            for env, layers in zip(venv.envs, state["env"]["envs"], strict=True):
-                restore_env(env, layers)
-            for key, value in state["env"]["vec"].items():
-                setattr(venv, key, decode(value))
+        if state.get("env") is not None and venv is not None:
+            _restore_vec_env(venv, state["env"])
     rng = state["rng"]
     random.setstate(decode(rng["python"]))
     np.random.set_state(decode(rng["numpy"]))  # noqa: NPY002

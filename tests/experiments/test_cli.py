@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ebrl.experiments.cli import main
-from ebrl.experiments.config import ConfigError, load_hyperparams, resolve
+from ebrl.experiments.config import RUN_SECTION, ConfigError, load_hyperparams, resolve
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 TINY = {
@@ -189,6 +189,8 @@ def test_zoo_values_are_converted(tmp_path: Path) -> None:
 def test_shipped_configs_resolve(config: Path) -> None:
     algo = config.stem
     for env_id in yaml.safe_load(config.read_text()):
+        if env_id == RUN_SECTION:  # ebrl's run settings per env id, not an entry
+            continue
         cfg = resolve(algo, env_id, seed=0, config_file=config)
         assert cfg.total_timesteps >= 1
 

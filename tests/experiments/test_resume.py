@@ -90,16 +90,25 @@ def assert_same(a: object, b: object, where: str = "") -> None:
         assert a == b, where
 
 
-@pytest.mark.parametrize(("algo", "env_id"), [("sql", "ebrl/MultiGoal-v0"), ("discrete-sql", "CartPole-v1")])
+# zoo's env keys: VecNormalize's running statistics and VecFrameStack's stack are checkpointed too
+ZOO_WRAPPERS = {"normalize": True, "frame_stack": 2}
+
+
+@pytest.mark.parametrize(("algo", "env_id", "wrappers"), [
+    ("sql", "ebrl/MultiGoal-v0", {}),
+    ("discrete-sql", "CartPole-v1", {}),
+    ("sql", "ebrl/MultiGoal-v0", ZOO_WRAPPERS),
+])
 def test_interrupted_and_resumed_run_equals_uninterrupted(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], algo: str, env_id: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], algo: str, env_id: str, wrappers: dict
 ) -> None:
-    full = train(config(algo, env_id), runs_dir=tmp_path / "a", progress_bar=False)
+    full = train(config(algo, env_id, wrappers=wrappers), runs_dir=tmp_path / "a", progress_bar=False)
     # (the handler in place before the run: Python's default, or SIG_IGN in a background job)
     handler_before = signal.getsignal(signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted, match="resume with: ebrl train --resume") as info:
-        train(config(algo, env_id), runs_dir=tmp_path / "b", progress_bar=False, callbacks=[SignalAt(57)])
+        train(config(algo, env_id, wrappers=wrappers), runs_dir=tmp_path / "b", progress_bar=False,
+              callbacks=[SignalAt(57)])
     assert info.value.exit_code == 128 + signal.SIGINT
     run = info.value.run_dir
     assert not (run / "model.zip").exists()
@@ -117,6 +126,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
     s_full["counters"].pop("_num_timesteps_at_start")
     assert s_res["counters"] == s_full["counters"]
     assert s_res["extra"]["eval_next"] == s_full["extra"]["eval_next"]
+    assert s_res["env"]["wrappers"] == s_full["env"]["wrappers"]  # VecNormalize statistics, frame stack
+    kinds = [w["type"] for w in s_res["env"]["wrappers"]]
+    assert kinds == (["VecNormalize", "VecFrameStack"] if wrappers else [])
     # metrics.csv continues (no duplicated rows past the checkpoint) and ends like the full run's
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0] == (full / "metrics.csv").read_text().splitlines()[0]
