@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+from mkdocs.plugins import event_priority
 
 ROOT = Path(__file__).resolve().parents[1]
 API_SRC = ROOT / "build" / "api_src"
 _CWD: list[str] = []
 
 
+# Before the plugins' on_config (priority 0): mkdocstrings drops search paths that do not exist yet,
+# and on a clean clone build/api_src/ does not.
+@event_priority(100)
 def on_config(config: Any) -> Any:
-    """Copy every package's .py files to build/api_src/<its import path> (mkdocs calls this first)."""
+    """Copy every package's .py files to build/api_src/<its import path>."""
     folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     shutil.rmtree(API_SRC, ignore_errors=True)
     for name, folder in folders.items():
