@@ -10,8 +10,8 @@ benchmark can histogram the modes a policy covers. This package imports only gym
 
 import gymnasium
 
-from ebrl.envs.fork import ForkEnv
-from ebrl.envs.multigoal import MultiGoalEnv
+from .fork import ForkEnv
+from .multigoal import MultiGoalEnv
 
 __all__ = ["ForkEnv", "MultiGoalEnv"]
 

@@ -44,8 +44,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ebrl.envs._checks import check_finite, check_positive, check_render_mode, clipped_action
-from ebrl.envs._render import Canvas
+from ._checks import check_finite, check_positive, check_render_mode, clipped_action
+from ._render import Canvas
 
 # The two modes: which side of the rock the agent passed, as reported in info["goal_index"].
 LEFT, RIGHT = 0, 1

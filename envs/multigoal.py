@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ebrl.envs._checks import check_finite, check_positive, check_render_mode, clipped_action
-from ebrl.envs._render import Canvas
+from ._checks import check_finite, check_positive, check_render_mode, clipped_action
+from ._render import Canvas
 
 DEFAULT_GOALS: tuple[tuple[float, float], ...] = ((5.0, 0.0), (-5.0, 0.0), (0.0, 5.0), (0.0, -5.0))
 

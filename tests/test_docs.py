@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PACKAGES = ("ebrl", "ebrl.samplers", "ebrl.heads", "ebrl.training", "ebrl.boltzmann_machines",
-            "ebrl.partition", "agents", "envs")
+            "ebrl.partition", "ebrl.agents", "ebrl.envs")
 TUTORIALS = sorted((DOCS / "tutorials").glob("*.md"))
 BLOCKS = [(page.name, i, block) for page in TUTORIALS
           for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL))]
