@@ -135,6 +135,10 @@ class SQLPolicy(SoftQPolicy):
         n_candidates: SIR candidates per acted action (with a proposal).
         defensive: weight eps of the uniform density in the defensive mixture
             eps U + (1 - eps) q_phi used for SIR and for the soft value.
+        compile_act: act through one :func:`torch.compile`-d function (SIR + MALA fused, the
+            same policy; :class:`ebrl.BoltzmannPolicy`): pays for runs of more than a few
+            thousand env steps on CPU (experiments/results/act_compile.md), costs a one-off
+            15-30 s compile per input shape.
         temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
         normalize_images: passed to SB3's observation preprocessing.
         optimizer_class, optimizer_kwargs: the critics' optimiser.
@@ -159,6 +163,7 @@ class SQLPolicy(SoftQPolicy):
         proposal: bool = True,
         n_candidates: int = 16,
         defensive: float = 0.1,
+        compile_act: bool = False,
         temperature: float = 1.0,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
@@ -179,6 +184,7 @@ class SQLPolicy(SoftQPolicy):
             explore_chains=explore_chains,
             n_candidates=n_candidates,
             defensive=defensive,
+            compile_act=compile_act,
             temperature=temperature,
         )
         check_observation_space(observation_space)
@@ -194,6 +200,7 @@ class SQLPolicy(SoftQPolicy):
         self.sampler_kwargs, self.warm_start = sampler_kwargs, bool(warm_start)
         self.n_chains, self.explore_chains = n_chains, explore_chains
         self.use_proposal, self.n_candidates, self.defensive = bool(proposal), n_candidates, defensive
+        self.compile_act = compile_act
         n_chains = n_chains or (1 if proposal else 16)
         self._n_explore = explore_chains or (n_chains if sampler == "dfo" else 1)
         self._build(lr_schedule, temperature, n_chains)
@@ -230,6 +237,7 @@ class SQLPolicy(SoftQPolicy):
             proposal=self.proposal,
             n_candidates=self.n_candidates,
             defensive=self.defensive,
+            compile_act=self.compile_act,
         )
         # The MALA step scale the Boltzmann policy adapts between calls: a buffer, so that a saved
         # model acts (and its deterministic mode answers) exactly as before saving.
@@ -256,6 +264,8 @@ class SQLPolicy(SoftQPolicy):
             check_int("n_candidates", kwargs["n_candidates"], minimum=1)
         if "defensive" in kwargs:
             check_fraction("defensive", kwargs["defensive"], allow_none=False)
+        if not isinstance(kwargs.get("compile_act", False), bool):
+            raise ValueError(f"compile_act must be True or False, got {kwargs['compile_act']!r}")
         make_sampler(
             kwargs.get("sampler", "mala"),
             resolve_search_steps(kwargs.get("search_steps", 3), kwargs.get("n_steps")),
@@ -277,6 +287,7 @@ class SQLPolicy(SoftQPolicy):
             sampler_kwargs=self.sampler_kwargs, warm_start=self.warm_start,
             n_chains=self.n_chains, explore_chains=self.explore_chains,
             proposal=self.use_proposal, n_candidates=self.n_candidates, defensive=self.defensive,
+            compile_act=self.compile_act,
         )
         return data
 

@@ -103,7 +103,9 @@ def algo_kwargs(algo: str, sac_learning_starts: int = SAC_LEARNING_STARTS) -> di
 # aliases (default None) are left out, so that runs made before a rename still count as runs of the
 # same defaults (issue 13 renamed the policy's MCMC step count n_steps -> search_steps).
 RENAMED = {"SQLPolicy.search_steps": "SQLPolicy.n_steps"}
-DEPRECATED = {"SQLPolicy.n_steps"}
+# compile_act (default False) only chooses how the same act is executed (eager ops or one compiled
+# function): not a setting of the algorithm, so adding it did not change the defaults' hash.
+DEPRECATED = {"SQLPolicy.n_steps", "SQLPolicy.compile_act"}
 # The default sampler's own settings (make_sampler's per-kind defaults, not keyword defaults of SQL
 # or its policy) as they were when the committed SQL runs were made; any change to them enters the
 # hash, so that such a change invalidates old runs instead of silently reusing them.
@@ -557,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke tests only (changes SAC's settings hash)")
     parser.add_argument("--learn-from", type=int, default=SAC_LEARNING_STARTS,
                         help="env step where the learning phase starts for the speed (smoke tests only)")
+    parser.add_argument("--sql-kwargs", default="{}",
+                        help='JSON keyword arguments added to SQL\'s (a different settings hash), e.g. '
+                             '\'{"policy_kwargs": {"compile_act": true}}\'')
     args = parser.parse_args(argv)
 
     # absolute: Ray runs each trial in its own directory
@@ -567,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     settings: dict[str, dict[str, Any]] = {}
     for algo in ALGOS:
         kwargs = algo_kwargs(algo, args.sac_learning_starts)
+        if algo == "SQL":
+            kwargs = {**kwargs, **json.loads(args.sql_kwargs)}
         settings[algo] = {"kwargs": kwargs, "hash": settings_hash(algo, kwargs)}
 
     failed: Exception | None = None

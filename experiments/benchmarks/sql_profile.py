@@ -299,14 +299,15 @@ def aggregate(stats: pstats.Stats, model: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def make_model(algo: str, warmup: int) -> Any:
+def make_model(algo: str, warmup: int, sql_policy_kwargs: dict[str, Any] | None = None) -> Any:
     import gymnasium as gym
 
     env = gym.make(ENV_ID)
     if algo == "SQL":
         from ebrl.agents import SQL
 
-        return SQL("MlpPolicy", env, seed=0, device="cpu", learning_starts=warmup)
+        return SQL("MlpPolicy", env, seed=0, device="cpu", learning_starts=warmup,
+                   policy_kwargs=sql_policy_kwargs)
     if algo == "SAC":
         from stable_baselines3 import SAC
 
@@ -366,7 +367,7 @@ def profile_algo(algo: str, args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{algo} {time.perf_counter() - t0:7.1f} s] {msg}", flush=True)  # noqa: E731
-    model = make_model(algo, args.warmup)
+    model = make_model(algo, args.warmup, json.loads(args.sql_policy_kwargs))
     log(f"warm-up learn({args.warmup + 200}) with learning_starts={args.warmup}")
     warm = timed_learn(model, args.warmup + 200)
 
@@ -615,6 +616,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1000, help="L: learning_starts; warm-up is L + 200")
     parser.add_argument("--torch-steps", type=int, default=100, help="steps under torch.profiler (0: skip)")
     parser.add_argument("--algos", nargs="+", default=["SQL", "SAC"], choices=["SQL", "SAC"])
+    parser.add_argument(
+        "--sql-policy-kwargs", default="null", help='JSON policy_kwargs of SQL, e.g. {"compile_act": true}'
+    )
     parser.add_argument("--label", default="after", help='key of this run in the JSON, e.g. "before"/"after"')
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "sql_profile.json")
     args = parser.parse_args(argv)
