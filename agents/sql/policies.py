@@ -31,6 +31,9 @@ DEFAULT_STEP_SIZE = {"langevin": 0.1, "mala": 0.05, "dfo": 0.33}
 # both tuning tasks (experiments/results/sql_tuning.md). BoltzmannPolicy adapts its between-call
 # step scale toward it (within a call the step is fixed, so each call is an exact MH chain).
 MALA_TARGET_ACCEPT = 0.05
+# compile_act="auto" compiles the act for learn() runs of at least this many env steps: the compile
+# (5-30 s once) costs what ~2.5k-10k eager acts save at ~3 ms each (experiments/results/act_compile.md).
+COMPILE_ACT_MIN_STEPS = 20_000
 
 
 def make_sampler(
@@ -136,9 +139,10 @@ class SQLPolicy(SoftQPolicy):
         defensive: weight eps of the uniform density in the defensive mixture
             eps U + (1 - eps) q_phi used for SIR and for the soft value.
         compile_act: act through one :func:`torch.compile`-d function (SIR + MALA fused, the
-            same policy; :class:`ebrl.BoltzmannPolicy`): pays for runs of more than a few
-            thousand env steps on CPU (experiments/results/act_compile.md), costs a one-off
-            15-30 s compile per input shape.
+            same policy; :class:`ebrl.BoltzmannPolicy`): ~3x cheaper acting at one state on CPU
+            (experiments/results/act_compile.md) after a one-off 5-30 s compile per input shape.
+            ``"auto"``: compile in ``learn`` calls whose run reaches ``COMPILE_ACT_MIN_STEPS`` env
+            steps (where the compile pays for itself), act eagerly otherwise (``predict`` alone).
         temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
         normalize_images: passed to SB3's observation preprocessing.
         optimizer_class, optimizer_kwargs: the critics' optimiser.
@@ -163,7 +167,7 @@ class SQLPolicy(SoftQPolicy):
         proposal: bool = True,
         n_candidates: int = 16,
         defensive: float = 0.1,
-        compile_act: bool = False,
+        compile_act: bool | str = False,
         temperature: float = 1.0,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
@@ -237,7 +241,7 @@ class SQLPolicy(SoftQPolicy):
             proposal=self.proposal,
             n_candidates=self.n_candidates,
             defensive=self.defensive,
-            compile_act=self.compile_act,
+            compile_act=self.compile_act is True,
         )
         # The MALA step scale the Boltzmann policy adapts between calls: a buffer, so that a saved
         # model acts (and its deterministic mode answers) exactly as before saving.
@@ -264,8 +268,9 @@ class SQLPolicy(SoftQPolicy):
             check_int("n_candidates", kwargs["n_candidates"], minimum=1)
         if "defensive" in kwargs:
             check_fraction("defensive", kwargs["defensive"], allow_none=False)
-        if not isinstance(kwargs.get("compile_act", False), bool):
-            raise ValueError(f"compile_act must be True or False, got {kwargs['compile_act']!r}")
+        compile_act = kwargs.get("compile_act", False)
+        if not (isinstance(compile_act, bool) or compile_act == "auto"):
+            raise ValueError(f"compile_act must be True, False or 'auto', got {compile_act!r}")
         make_sampler(
             kwargs.get("sampler", "mala"),
             resolve_search_steps(kwargs.get("search_steps", 3), kwargs.get("n_steps")),
@@ -333,6 +338,12 @@ class SQLPolicy(SoftQPolicy):
                 # Noise-free search from one fixed set of starts shared by all states.
                 return self.boltzmann.mode(states)
             return self.boltzmann.sample(states, n=self._n_explore)[:, 0]
+
+    def plan_acting(self, run_steps: int) -> None:
+        """With ``compile_act="auto"``: act through the compiled function when the run that is
+        starting reaches ``COMPILE_ACT_MIN_STEPS`` env steps (called by ``SQL.learn``)."""
+        if self.compile_act == "auto":
+            self.boltzmann.compile_act = run_steps >= COMPILE_ACT_MIN_STEPS
 
     def reset_chains(self, mask: Tensor | None = None) -> None:
         """Restart warm-started chains (all, or the env rows where ``mask`` is True)."""

@@ -360,6 +360,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSQL:
+        self.policy.plan_acting(total_timesteps + (0 if reset_num_timesteps else self.num_timesteps))
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

@@ -102,8 +102,9 @@ def test_sql_learns_and_saves_with_compile_act(tmp_path):
     from ebrl.agents import SQL
 
     env = gym.make("Pendulum-v1")
-    with pytest.raises(ValueError, match="compile_act must be True or False, got 1"):
-        SQL("MlpPolicy", env, policy_kwargs={"compile_act": 1}, device="cpu")
+    for bad in (1, "yes"):
+        with pytest.raises(ValueError, match=f"compile_act must be True, False or 'auto', got {bad!r}"):
+            SQL("MlpPolicy", env, policy_kwargs={"compile_act": bad}, device="cpu")
     model = SQL("MlpPolicy", env, learning_starts=50, seed=0, device="cpu",
                 policy_kwargs={"compile_act": True, "net_arch": [32, 32]})
     model.learn(120)
@@ -113,3 +114,22 @@ def test_sql_learns_and_saves_with_compile_act(tmp_path):
     model.save(tmp_path / "m.zip")
     loaded = SQL.load(tmp_path / "m.zip", device="cpu")
     assert loaded.policy.compile_act is True and loaded.policy.boltzmann.compile_act is True
+
+
+def test_compile_act_auto_compiles_only_for_long_learn_runs():
+    """"auto": a short learn() and predict() act eagerly; a run of COMPILE_ACT_MIN_STEPS or more
+    (counted from step 0 when continuing) switches the compiled act on."""
+    from ebrl.agents import SQL
+    from ebrl.agents.sql.policies import COMPILE_ACT_MIN_STEPS
+
+    model = SQL("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, seed=0, device="cpu",
+                policy_kwargs={"compile_act": "auto", "net_arch": [32, 32]})
+    assert model.policy.boltzmann.compile_act is False
+    model.learn(80)
+    assert model.policy.boltzmann.compile_act is False and model.policy.boltzmann._fused is None
+    model.policy.plan_acting(COMPILE_ACT_MIN_STEPS - 1)
+    assert model.policy.boltzmann.compile_act is False
+    model.policy.plan_acting(COMPILE_ACT_MIN_STEPS)
+    assert model.policy.boltzmann.compile_act is True
+    model.learn(10)  # a short run again: eager
+    assert model.policy.boltzmann.compile_act is False
