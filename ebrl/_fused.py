@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ebrl._stacked import StackedMax, closed_form_gradient, stack
 from ebrl.energies import PessimisticEnergy, stackable
-from ebrl.proposals import _EDGE, _log_prob, _scale, mixture_log_prob
+from ebrl.proposals import defensive_draw, mala_first_step
 from ebrl.samplers.mala import MALA
 from ebrl.samplers.state import ChainState, SampleResult
 
@@ -80,20 +80,16 @@ class FusedAct:
         step size per state, all watched sums finite)."""
         d, n_steps = self.proposal.act_dim, self.sampler.n_steps
         energy = StackedMax(stack(self.members), self.members[0].act, states, d)
-        mean, log_std = self.proposal._gaussian(states)
-        mean, log_std = mean[:, None, :], log_std[:, None, :]
-        a_q = torch.tanh(mean + log_std.exp() * xi).clamp(-1.0 + _EDGE, 1.0 - _EDGE)
-        a = torch.cat([2.0 * a_u - 1.0, a_q], dim=1)
-        log_q = mixture_log_prob(_log_prob(mean, log_std, a), d, self.n_uniform / self.n_candidates)
-        e_c, g_c = energy.closed_form_grad(a)
+        draw = defensive_draw(self.proposal, states, xi, a_u)
+        e_c, g_c = energy.closed_form_grad(draw.actions)
         # SIR: candidate j with probability ∝ exp(-E_j/alpha)/q_mix(a_j), by Gumbel-max.
-        idx = ((-e_c / temp - log_q)[:, None, :] + gumbel).argmax(-1)
+        idx = ((-e_c / temp - draw.log_q)[:, None, :] + gumbel).argmax(-1)
         pick = idx[..., None].expand(-1, -1, d)
-        # MALA's per-state step from q_phi's spread times the adapted factor (BoltzmannPolicy._step_size).
-        eps = (_scale(mean[:, 0], log_std[:, 0]) ** 2).mean(-1) * d ** (-1.0 / 3.0)
-        eps = (eps * log_step_scale.to(eps).exp()).clamp(1e-12, 1.0)
-        state = ChainState(torch.gather(a, 1, pick), torch.gather(e_c, 1, idx), torch.gather(g_c, 1, pick),
-                           eps.log().reshape(-1, 1, 1))
+        eps = mala_first_step(draw.scale, log_step_scale)
+        state = ChainState(
+            torch.gather(draw.actions, 1, pick), torch.gather(e_c, 1, idx), torch.gather(g_c, 1, pick),
+            eps.log().reshape(-1, 1, 1),
+        )
         e0 = state.energy
         watch = [state.energy.sum(), state.grad.sum()]
         grad_norms, accepted = [state.grad.norm(dim=-1).sum()], []
@@ -106,7 +102,7 @@ class FusedAct:
         rows = len(grad_norms) * state.position.shape[0] * state.position.shape[1]
         return (
             state.position, state.energy, (e0 - state.energy).mean(), torch.stack(grad_norms).sum() / rows,
-            torch.stack(accepted).mean(), state.log_step_size.exp().reshape(-1, 1).mean(1),
+            torch.stack(accepted).mean(), state.log_step_size.exp().reshape(-1),
             torch.isfinite(torch.stack(watch)).all(),
         )
 

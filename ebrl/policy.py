@@ -11,7 +11,7 @@ from torch import Tensor
 from ebrl._fused import FusedAct, fusable
 from ebrl.energies import Energy, StateActionEnergy
 from ebrl.estimators import importance_log_z
-from ebrl.proposals import TanhGaussianProposal, defensive_sample
+from ebrl.proposals import TanhGaussianProposal, defensive_sample, mala_first_step
 from ebrl.samplers import Langevin, Sampler, SampleResult
 from ebrl.samplers.base import FIXED_INIT_SEED
 from ebrl.validation import check_finite, check_fraction, check_int, check_positive_float, check_tensor
@@ -193,12 +193,10 @@ class BoltzmannPolicy:
         not apply or met a non-finite value (the eager path then runs and reports it)."""
         if self._fused is None:
             applies = fusable(self.energy, self.sampler, self.proposal, self.n_candidates)
-            self._fused = applies and FusedAct(
-                self.energy, self.sampler, self.proposal, self.n_candidates, self.defensive  # type: ignore[arg-type]
-            )
-        if self._fused is False:
+            parts = (self.energy, self.sampler, self.proposal, self.n_candidates, self.defensive)
+            self._fused = FusedAct(*parts) if applies else False  # type: ignore[arg-type]
+        if not isinstance(self._fused, FusedAct):
             return None
-        assert isinstance(self._fused, FusedAct)
         result = self._fused(states, n, generator, alpha, self.log_step_scale)
         if result is None:
             return None
@@ -234,13 +232,11 @@ class BoltzmannPolicy:
         return init, self._step_size(draw.scale)
 
     def _step_size(self, scale: Tensor) -> Tensor | None:
-        """MALA's first step per state from the proposal's spread: eps = c mean(scale^2) d^(-1/3),
-        the optimal MALA scaling for a target of that width (Roberts & Rosenthal 1998) times the
-        adapted factor c (class docstring)."""
+        """MALA's first step per state from the proposal's spread (:func:`ebrl.proposals.mala_first_step`,
+        with the adapted factor c of the class docstring); None for samplers without one."""
         if not self.sampler.supports_step_size:
             return None
-        eps = (scale.detach() ** 2).mean(-1) * self.act_dim ** (-1.0 / 3.0)
-        return (eps * self.log_step_scale.to(eps).exp()).clamp(1e-12, 1.0)
+        return mala_first_step(scale, self.log_step_scale)
 
     def mode(self, states: Tensor) -> Tensor:
         """Noise-free search from a fixed initialisation; the lowest-energy chain per state:

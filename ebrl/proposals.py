@@ -165,18 +165,33 @@ def defensive_sample(
     choosing the component at random per draw).
     """
     n_u = math.ceil(defensive * n)
+    kw = {"device": states.device, "dtype": states.dtype, "generator": generator}
+    xi = torch.randn((states.shape[0], n - n_u, proposal.act_dim), **kw)
+    a_u = torch.rand((states.shape[0], n_u, proposal.act_dim), **kw)
+    return defensive_draw(proposal, states, xi, a_u)
+
+
+def defensive_draw(proposal: TanhGaussianProposal, states: Tensor, xi: Tensor, a_u: Tensor) -> DefensiveDraw:
+    """:func:`defensive_sample` from given random numbers, without gradients: standard normals
+    ``xi`` ``(batch, n - n_u, d)`` for the q_phi draws and uniforms on [0, 1) ``a_u``
+    ``(batch, n_u, d)`` for the box draws (a pure function, which ``torch.compile`` can capture)."""
+    n_u, n = a_u.shape[1], a_u.shape[1] + xi.shape[1]
     with torch.no_grad():
         mean, log_std = proposal._gaussian(states)
         mean, log_std = mean[:, None, :], log_std[:, None, :]
-        shape = (states.shape[0], n - n_u, proposal.act_dim)
-        xi = torch.randn(shape, device=states.device, dtype=states.dtype, generator=generator)
         u_q = mean + log_std.exp() * xi
-        shape_u = (states.shape[0], n_u, proposal.act_dim)
-        a_u = torch.rand(shape_u, device=states.device, dtype=states.dtype, generator=generator)
         a = torch.cat([2.0 * a_u - 1.0, torch.tanh(u_q).clamp(-1.0 + _EDGE, 1.0 - _EDGE)], dim=1)
         # log q_phi at every draw from the same (mean, log std): one trunk pass for both.
         log_q = mixture_log_prob(_log_prob(mean, log_std, a), proposal.act_dim, n_u / n)
         return DefensiveDraw(a, log_q, _scale(mean[:, 0], log_std[:, 0]))
+
+
+def mala_first_step(scale: Tensor, log_step_scale: Tensor) -> Tensor:
+    """MALA's first step per state from the proposal's spread ``scale`` ``(batch, d)``:
+    eps = c mean(scale^2) d^(-1/3), the optimal MALA scaling for a target of that width (Roberts &
+    Rosenthal 1998) times the adapted factor c = exp(``log_step_scale``), clamped to (0, 1]."""
+    eps = (scale.detach() ** 2).mean(-1) * scale.shape[-1] ** (-1.0 / 3.0)
+    return (eps * log_step_scale.to(eps).exp()).clamp(1e-12, 1.0)
 
 
 def mixture_log_prob(log_q: Tensor, act_dim: int, defensive: float) -> Tensor:
