@@ -141,8 +141,11 @@ class SQLPolicy(SoftQPolicy):
         compile_act: act through one :func:`torch.compile`-d function (SIR + MALA fused, the
             same policy; :class:`ebrl.BoltzmannPolicy`): ~3x cheaper acting at one state on CPU
             (experiments/results/act_compile.md) after a one-off 5-30 s compile per input shape.
-            ``"auto"``: compile in ``learn`` calls whose run reaches ``COMPILE_ACT_MIN_STEPS`` env
-            steps (where the compile pays for itself), act eagerly otherwise (``predict`` alone).
+            ``"auto"``: compile from the first ``learn`` call whose run reaches
+            ``COMPILE_ACT_MIN_STEPS`` env steps on (where the compile pays for itself), act eagerly
+            until then (``predict`` alone, short runs). The default: long training runs get the
+            compiled act, nothing else waits for a compile. ``False``: always eager (e.g. where
+            no C++ compiler is installed).
         temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
         normalize_images: passed to SB3's observation preprocessing.
         optimizer_class, optimizer_kwargs: the critics' optimiser.
@@ -167,7 +170,7 @@ class SQLPolicy(SoftQPolicy):
         proposal: bool = True,
         n_candidates: int = 16,
         defensive: float = 0.1,
-        compile_act: bool | str = False,
+        compile_act: bool | str = "auto",
         temperature: float = 1.0,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
@@ -268,7 +271,7 @@ class SQLPolicy(SoftQPolicy):
             check_int("n_candidates", kwargs["n_candidates"], minimum=1)
         if "defensive" in kwargs:
             check_fraction("defensive", kwargs["defensive"], allow_none=False)
-        compile_act = kwargs.get("compile_act", False)
+        compile_act = kwargs.get("compile_act", "auto")
         if not (isinstance(compile_act, bool) or compile_act == "auto"):
             raise ValueError(f"compile_act must be True, False or 'auto', got {compile_act!r}")
         make_sampler(
@@ -340,10 +343,11 @@ class SQLPolicy(SoftQPolicy):
             return self.boltzmann.sample(states, n=self._n_explore)[:, 0]
 
     def plan_acting(self, run_steps: int) -> None:
-        """With ``compile_act="auto"``: act through the compiled function when the run that is
-        starting reaches ``COMPILE_ACT_MIN_STEPS`` env steps (called by ``SQL.learn``)."""
-        if self.compile_act == "auto":
-            self.boltzmann.compile_act = run_steps >= COMPILE_ACT_MIN_STEPS
+        """With ``compile_act="auto"``: act through the compiled function from the first run that
+        reaches ``COMPILE_ACT_MIN_STEPS`` env steps on (called by ``SQL.learn``). Once switched on
+        it stays on: the compile is paid, so later short runs and ``predict`` reuse it."""
+        if self.compile_act == "auto" and run_steps >= COMPILE_ACT_MIN_STEPS:
+            self.boltzmann.compile_act = True
 
     def reset_chains(self, mask: Tensor | None = None) -> None:
         """Restart warm-started chains (all, or the env rows where ``mask`` is True)."""

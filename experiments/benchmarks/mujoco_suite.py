@@ -103,7 +103,7 @@ def algo_kwargs(algo: str, sac_learning_starts: int = SAC_LEARNING_STARTS) -> di
 # aliases (default None) are left out, so that runs made before a rename still count as runs of the
 # same defaults (issue 13 renamed the policy's MCMC step count n_steps -> search_steps).
 RENAMED = {"SQLPolicy.search_steps": "SQLPolicy.n_steps"}
-# compile_act (default False) only chooses how the same act is executed (eager ops or one compiled
+# compile_act (default "auto") only chooses how the same act is executed (eager ops or one compiled
 # function): not a setting of the algorithm, so adding it did not change the defaults' hash.
 DEPRECATED = {"SQLPolicy.n_steps", "SQLPolicy.compile_act"}
 # The default sampler's own settings (make_sampler's per-kind defaults, not keyword defaults of SQL

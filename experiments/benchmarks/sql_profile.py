@@ -1,6 +1,7 @@
 """Where the time goes: one env step + one gradient step of SQL vs SB3 SAC on HalfCheetah-v5.
 
-For each algorithm (its defaults; ``seed=0``, ``device="cpu"``, one torch thread):
+For each algorithm (its defaults; ``seed=0``, ``device="cpu"``, one torch thread; SQL plans its
+act for a run of ``--run-steps`` env steps, 50k, as ``learn(50_000)`` would):
 
 1. warm-up ``learn(L + 200)`` with ``learning_starts=L``, so the replay buffer holds data and the
    timed steps all act with the policy and take a gradient step;
@@ -299,15 +300,21 @@ def aggregate(stats: pstats.Stats, model: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def make_model(algo: str, warmup: int, sql_policy_kwargs: dict[str, Any] | None = None) -> Any:
+def make_model(
+    algo: str, warmup: int, sql_policy_kwargs: dict[str, Any] | None = None, run_steps: int = 50_000
+) -> Any:
     import gymnasium as gym
 
     env = gym.make(ENV_ID)
     if algo == "SQL":
         from ebrl.agents import SQL
 
-        return SQL("MlpPolicy", env, seed=0, device="cpu", learning_starts=warmup,
-                   policy_kwargs=sql_policy_kwargs)
+        model = SQL("MlpPolicy", env, seed=0, device="cpu", learning_starts=warmup,
+                    policy_kwargs=sql_policy_kwargs)
+        # The timed steps stand for a slice of a run of run_steps env steps: SQL plans its act for
+        # that run as learn(run_steps) would (compile_act="auto" compiles for runs >= 20k steps).
+        model.policy.plan_acting(run_steps)
+        return model
     if algo == "SAC":
         from stable_baselines3 import SAC
 
@@ -356,9 +363,11 @@ def settings(model: Any) -> dict[str, Any]:
     for key in ("n_particles", "value_estimator", "alpha", "ent_coef"):
         if hasattr(model, key):
             out[key] = str(getattr(model, key))
-    for key in ("sampler_kind", "search_steps", "n_chains", "warm_start", "net_arch"):
+    for key in ("sampler_kind", "search_steps", "n_chains", "warm_start", "net_arch", "compile_act"):
         if hasattr(model.policy, key):
             out[f"policy.{key}"] = str(getattr(model.policy, key))
+    if hasattr(model.policy, "boltzmann"):  # what compile_act="auto" decided for this run
+        out["acts_compiled"] = str(model.policy.boltzmann.compile_act)
     return out
 
 
@@ -367,7 +376,7 @@ def profile_algo(algo: str, args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{algo} {time.perf_counter() - t0:7.1f} s] {msg}", flush=True)  # noqa: E731
-    model = make_model(algo, args.warmup, json.loads(args.sql_policy_kwargs))
+    model = make_model(algo, args.warmup, json.loads(args.sql_policy_kwargs), args.run_steps)
     log(f"warm-up learn({args.warmup + 200}) with learning_starts={args.warmup}")
     warm = timed_learn(model, args.warmup + 200)
 
@@ -619,6 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sql-policy-kwargs", default="null", help='JSON policy_kwargs of SQL, e.g. {"compile_act": true}'
     )
+    parser.add_argument("--run-steps", type=int, default=50_000,
+                        help="length of the run the timed steps stand for (SQL plans its act for it)")
     parser.add_argument("--label", default="after", help='key of this run in the JSON, e.g. "before"/"after"')
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "sql_profile.json")
     args = parser.parse_args(argv)

@@ -117,19 +117,19 @@ def test_sql_learns_and_saves_with_compile_act(tmp_path):
 
 
 def test_compile_act_auto_compiles_only_for_long_learn_runs():
-    """"auto": a short learn() and predict() act eagerly; a run of COMPILE_ACT_MIN_STEPS or more
-    (counted from step 0 when continuing) switches the compiled act on."""
+    """"auto" (the default): a short learn() and predict() act eagerly; a run of COMPILE_ACT_MIN_STEPS or more
+    (counted from step 0 when continuing) switches the compiled act on for good."""
     from ebrl.agents import SQL
     from ebrl.agents.sql.policies import COMPILE_ACT_MIN_STEPS
 
     model = SQL("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, seed=0, device="cpu",
-                policy_kwargs={"compile_act": "auto", "net_arch": [32, 32]})
-    assert model.policy.boltzmann.compile_act is False
+                policy_kwargs={"net_arch": [32, 32]})
+    assert model.policy.compile_act == "auto" and model.policy.boltzmann.compile_act is False
     model.learn(80)
     assert model.policy.boltzmann.compile_act is False and model.policy.boltzmann._fused is None
     model.policy.plan_acting(COMPILE_ACT_MIN_STEPS - 1)
     assert model.policy.boltzmann.compile_act is False
     model.policy.plan_acting(COMPILE_ACT_MIN_STEPS)
     assert model.policy.boltzmann.compile_act is True
-    model.learn(10)  # a short run again: eager
-    assert model.policy.boltzmann.compile_act is False
+    model.learn(10)  # a short run after a long one: the compile is paid, it stays on
+    assert model.policy.boltzmann.compile_act is True
