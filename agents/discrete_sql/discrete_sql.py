@@ -4,11 +4,14 @@ The math, top to bottom (one gradient step):
 
     V(s') = alpha logsumexp_a Q_target(s', a)/alpha                 (exact soft value)
     y = reward_scale r + gamma (1 - done) V(s')                      (soft Bellman target)
+      + beta clip(alpha log pi_target(a|s), l0, 0)                    (Munchausen term, beta > 0)
     L = Huber(Q(s, a) - y)                                           (as SB3's DQN)
     pi(a|s) = softmax(Q(s, .)/alpha)                                 (exact Boltzmann policy)
 
 The target network is updated every ``target_update_interval`` env steps with coefficient
-``tau`` (a hard copy by default, as DQN).
+``tau`` (a hard copy by default, as DQN). With ``munchausen`` = beta > 0 the target adds the scaled,
+clipped log-policy of the action taken (Munchausen RL, Vieillard et al. 2020): soft Q-learning
+with an implicit KL penalty toward the previous policy, which damps the policy's oscillations.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ebrl.agents.common.checks import (
 from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from ebrl.agents.common.updates import polyak
 from ebrl.agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
-from ebrl.validation import check_int, check_positive_float
+from ebrl.validation import check_float, check_int, check_positive_float
 
 SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")
 
@@ -56,6 +59,9 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         alpha: the temperature alpha of pi = softmax(Q/alpha) (> 0). Small alpha is near-greedy
             (alpha -> 0 recovers DQN's max backup); it should match the scale of Q-differences.
         reward_scale: multiplies rewards in the target.
+        munchausen: the Munchausen scale (the paper's alpha; 0.9 there) of the bonus
+            clip(alpha log pi_target(a|s), munchausen_clip, 0) added to the target (0: plain SQL).
+        munchausen_clip: the lower clip l_0 of that bonus (the paper's -1; < 0).
         target_update_interval: env steps between target updates.
         max_grad_norm: gradient-norm clip of the Q-network update (DQN's 10).
         max_divergences: consecutive non-finite updates (loss, Q values, gradients, parameters)
@@ -85,6 +91,8 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         n_steps: int = 1,
         alpha: float = 0.01,
         reward_scale: float = 1.0,
+        munchausen: float = 0.0,
+        munchausen_clip: float = -1.0,
         target_update_interval: int = 10_000,
         max_grad_norm: float = 10.0,
         max_divergences: int = DEFAULT_MAX_DIVERGENCES,
@@ -100,6 +108,8 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
                               gradient_steps)
         alpha = check_positive_float("alpha", alpha)
         reward_scale = check_positive_float("reward_scale", reward_scale)
+        munchausen = check_float("munchausen", munchausen, low=0.0)
+        munchausen_clip = check_float("munchausen_clip", munchausen_clip, high=0.0, high_open=True)
         check_int("target_update_interval", target_update_interval, minimum=1)
         max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm)
         max_divergences = check_max_divergences(max_divergences)
@@ -136,6 +146,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         )
         self.alpha = alpha
         self.reward_scale = reward_scale
+        self.munchausen, self.munchausen_clip = munchausen, munchausen_clip
         self.target_update_interval = target_update_interval
         self.max_grad_norm = max_grad_norm
         self.max_divergences = max_divergences
@@ -169,16 +180,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self._guard_begin()
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
-            with torch.no_grad():
-                logits = self.policy.q_values(data.next_observations, target=True) / alpha
-                value = alpha * torch.logsumexp(logits, dim=1)
-                log_pi = torch.log_softmax(logits, dim=1)
-                entropy = -(log_pi.exp() * log_pi).sum(1)
-                target = (
-                    self.reward_scale * data.rewards.reshape(-1)
-                    + (1.0 - data.dones.reshape(-1)) * discounts * value
-                )
+            target, value, entropy = self._soft_target(data, alpha)
             q_all = self.policy.q_values(data.observations)
             q = q_all.gather(1, data.actions.long().reshape(-1, 1)).reshape(-1)
             loss = F.smooth_l1_loss(q, target)
@@ -206,6 +208,25 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.logger.record("train/soft_value", np.mean(values))
         self.logger.record("train/entropy", np.mean(entropies))
         self.logger.record("train/alpha", alpha)
+
+    @torch.no_grad()
+    def _soft_target(self, data: Any, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The soft Bellman target y of the batch, with V(s') and the target policy's entropy at s'."""
+        discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
+        logits = self.policy.q_values(data.next_observations, target=True) / alpha
+        value = alpha * torch.logsumexp(logits, dim=1)
+        log_pi = torch.log_softmax(logits, dim=1)
+        entropy = -(log_pi.exp() * log_pi).sum(1)
+        not_done = 1.0 - data.dones.reshape(-1)
+        target = self.reward_scale * data.rewards.reshape(-1) + not_done * discounts * value
+        if self.munchausen > 0:
+            # alpha log pi_target(a|s) of the action taken, clipped to [l0, 0] so that rarely taken
+            # actions (log pi -> -inf) cannot blow the target up.
+            q_now = self.policy.q_values(data.observations, target=True)
+            log_pi_now = torch.log_softmax(q_now / alpha, dim=1)
+            taken = log_pi_now.gather(1, data.actions.long().reshape(-1, 1)).reshape(-1)
+            target = target + self.munchausen * (alpha * taken).clamp(self.munchausen_clip, 0.0)
+        return target, value, entropy
 
     def learn(
         self: SelfDiscreteSQL,

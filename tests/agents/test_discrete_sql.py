@@ -82,6 +82,26 @@ def test_soft_target_uses_logsumexp() -> None:
     assert np.isfinite(value)
 
 
+def test_munchausen_target_adds_the_clipped_scaled_log_policy() -> None:
+    """The target with munchausen=beta is the plain soft target plus
+    beta * clip(alpha log pi_target(a|s), l0, 0), computed here by hand from the target network."""
+    alpha, beta, l0 = 0.5, 0.9, -0.2
+    plain = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, alpha=alpha, **FAST)
+    plain.learn(100)
+    munch = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, alpha=alpha, munchausen=beta,
+                        munchausen_clip=l0, **FAST)
+    munch.policy.load_state_dict(plain.policy.state_dict())
+    data = plain.replay_buffer.sample(64)
+    y_plain, value, _ = plain._soft_target(data, alpha)
+    y_munch, value_m, _ = munch._soft_target(data, alpha)
+    q = plain.policy.q_values(data.observations, target=True)
+    log_pi = torch.log_softmax(q / alpha, 1).gather(1, data.actions.long()).reshape(-1)
+    bonus = beta * (alpha * log_pi).clamp(l0, 0.0)
+    torch.testing.assert_close(y_munch, y_plain + bonus)
+    torch.testing.assert_close(value_m, value)
+    assert (bonus <= 0).all() and (bonus >= beta * l0).all() and (bonus < 0).any()
+
+
 @pytest.mark.parametrize(
     ("env_fn", "kwargs", "error", "match"),
     [
@@ -90,6 +110,9 @@ def test_soft_target_uses_logsumexp() -> None:
         (lambda: "CartPole-v1", {"alpha": -0.1}, ValueError, "alpha"),
         (lambda: "CartPole-v1", {"reward_scale": -1.0}, ValueError, "reward_scale"),
         (lambda: "CartPole-v1", {"target_update_interval": 0}, ValueError, "target_update_interval"),
+        (lambda: "CartPole-v1", {"munchausen": -0.1}, ValueError, "munchausen must be a finite number in"),
+        (lambda: "CartPole-v1", {"munchausen": "0.9"}, TypeError, "munchausen must be a real number"),
+        (lambda: "CartPole-v1", {"munchausen_clip": 0.0}, ValueError, "munchausen_clip"),
         (lambda: "CartPole-v1", {"policy_kwargs": {"net_arch": "64"}}, TypeError, "net_arch"),
         (lambda: "CartPole-v1", {"policy_kwargs": {"activation": "swish"}}, ValueError, "activation"),
         (lambda: "CartPole-v1", {"policy_kwargs": {"temperature": 1.0}}, ValueError, "alpha"),
