@@ -5,8 +5,18 @@ Each head takes an ``Energy`` (MLPEnergy, StateActionEnergy with its context), a
 """
 
 from ebrl.heads._protocol import EnergyView, as_energy
-from ebrl.heads.anomaly import AnomalyScorer
+from ebrl.heads.anomaly import AnomalyScorer, replay_arrays
 from ebrl.heads.denoiser import Denoiser
+from ebrl.heads.density import KernelDensityEnergy, ledoit_wolf
 from ebrl.heads.generator import Generator
 
-__all__ = ["AnomalyScorer", "Denoiser", "EnergyView", "Generator", "as_energy"]
+__all__ = [
+    "AnomalyScorer",
+    "Denoiser",
+    "EnergyView",
+    "Generator",
+    "KernelDensityEnergy",
+    "as_energy",
+    "ledoit_wolf",
+    "replay_arrays",
+]

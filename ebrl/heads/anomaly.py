@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from ebrl.energies import Energy
 from ebrl.heads._protocol import EnergyLike, EnergyView, as_energy
+from ebrl.heads.density import KernelDensityEnergy
 from ebrl.policy import BoltzmannPolicy
-from ebrl.validation import check_finite, check_fraction, check_int, check_positive_float
+from ebrl.validation import check_bool, check_finite, check_fraction, check_int, check_positive_float
 
 
 class AnomalyScorer:
@@ -18,7 +22,9 @@ class AnomalyScorer:
     ``score(actions, context=states)`` is E(s, a); ``score_states(states)`` is the state's free
     energy F(s) = -alpha log Z(s) = -V(s) (the negative soft value, Haarnoja et al. 2017, eq. 10)
     with log Z by uniform importance sampling; ``score_normalized(actions, states)`` is
-    -log pi(a|s) = E(s, a)/alpha + log Z(s), which removes each state's offset.
+    -log pi(a|s) = E(s, a)/alpha + log Z(s), which removes each state's offset. A Q-function is
+    not trained off its state distribution, so none of these flags states an agent has not seen;
+    :meth:`for_agent` builds the head that does, a density over the agent's replay buffer.
 
     Args:
         energy: an ``Energy``, an object with ``free_energy(v)``, a callable, or an ensemble
@@ -42,6 +48,38 @@ class AnomalyScorer:
         self.n_partition = check_int("n_partition", n_partition, minimum=2)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.threshold: float | None = None
+
+    @classmethod
+    def for_agent(
+        cls, model: Any, *, actions: bool = False, max_points: int = 5000,
+        generator: torch.Generator | None = None, **kwargs: Any,
+    ) -> AnomalyScorer:  # fmt: skip
+        """A state-density head for an off-policy agent (an SB3 model with a replay buffer), in one
+        call: a :class:`~ebrl.heads.density.KernelDensityEnergy` fitted on the states of
+        ``model.replay_buffer`` (bandwidth and metric by leave-one-out likelihood on those states).
+
+        ``score(states)`` is then -log p(s): high for states the agent has not seen. With
+        ``actions=True`` the energy is -log p(a | s) of the buffer's (state, action) pairs:
+        ``score(actions, context=states)`` flags actions unlike those taken near that state.
+        States are observations as the environment returns them (a replay buffer holds them
+        before any VecNormalize); actions are SB3's stored ones (Box actions scaled to [-1, 1]).
+
+        Args:
+            model: an object with ``replay_buffer`` holding ``observations`` and ``actions``
+                arrays ``(buffer_size, n_envs, ...)`` and ``size()`` (SB3's ReplayBuffer).
+            actions: fit -log p(a | s) instead of -log p(s).
+            max_points: keep at most this many transitions (a uniformly random subset of the
+                buffer; the cost of one score is O(max_points)).
+            generator: random source of the subsets.
+            kwargs: further arguments of ``KernelDensityEnergy`` (``bandwidth``, ``metric``, ...).
+        """
+        actions = check_bool("actions", actions)
+        states, acts = replay_arrays(model)
+        energy = KernelDensityEnergy(
+            acts if actions else states, states if actions else None,
+            max_points=max_points, generator=generator, **kwargs,
+        )  # fmt: skip
+        return cls(energy)
 
     def score(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """E(x | context) for ``x`` of shape ``(..., dim)``: shape ``x.shape[:-1]``, no graph."""
@@ -107,3 +145,25 @@ class AnomalyScorer:
         if self.threshold is None:
             raise RuntimeError("call fit_threshold(x_normal, fpr) before predict")
         return self.score(x, context) > self.threshold
+
+
+def replay_arrays(model: Any) -> tuple[Tensor, Tensor]:
+    """(states, actions) of an SB3 model's replay buffer as float32 tensors ``(n, obs_dim)`` and
+    ``(n, act_dim)``, every env's column included; what :meth:`AnomalyScorer.for_agent` fits."""
+    buffer = getattr(model, "replay_buffer", None)
+    obs = getattr(buffer, "observations", None)
+    if buffer is None or not hasattr(buffer, "size") or not hasattr(buffer, "actions"):
+        raise TypeError(
+            "model must be an off-policy agent with a replay_buffer (SB3's ReplayBuffer), "
+            f"got {type(model).__name__}"
+        )
+    if isinstance(obs, dict) or not hasattr(obs, "shape"):
+        raise TypeError(
+            "model.replay_buffer must hold array observations (a Dict observation space is not supported)"
+        )
+    n = int(buffer.size())
+    if n < 3:
+        raise ValueError(f"model.replay_buffer holds {n} transitions; the density needs at least 3")
+    states = torch.as_tensor(np.asarray(obs[:n]), dtype=torch.float32)
+    acts = torch.as_tensor(np.asarray(buffer.actions[:n]), dtype=torch.float32)
+    return states.reshape(n * states.shape[1], -1), acts.reshape(n * acts.shape[1], -1)
