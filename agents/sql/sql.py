@@ -115,7 +115,9 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         target_entropy: entropy aimed for with a learned alpha (``"auto"``: -dim(A), as in SAC).
         reward_scale: multiplies rewards in the target (the paper's reward scale; equivalent to
             dividing alpha by it).
-        n_particles: M, importance-sampling particles per next state for the soft value.
+        n_particles: M, importance-sampling particles per next state for the soft value. 2 (from
+            4): the target over B x M rows was SQL's largest cost beyond SAC's, and M = 2 learned
+            as well on both tuning tasks (experiments/results/sql_tuning.md).
         value_estimator: ``"proposal"`` (the default with a proposal: particles from the defensive
             mixture eps U + (1 - eps) q_phi, see :mod:`ebrl.proposals`), ``"uniform"`` (i.i.d.
             uniform particles, the paper's estimator),
@@ -157,7 +159,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         alpha: float | str = "auto",
         target_entropy: float | str = "auto",
         reward_scale: float = 1.0,
-        n_particles: int = 4,
+        n_particles: int = 2,
         value_estimator: str = "proposal",
         target_update_interval: int = 1,
         proposal_update_interval: int = 2,
