@@ -69,18 +69,23 @@ def _act(model, env, last: dict, n: int) -> None:
 
 
 def acting_rows(device: torch.device, n_envs_list: list[int], repeats: int) -> list[dict]:
-    """Env steps/s of acting alone for SQL (eager, compiled) and SAC, per number of envs."""
+    """Env steps/s of acting alone for SQL (eager, per-step compiled, the fused compiled act) and
+    SAC, per number of envs."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
 
     from ebrl.agents import SQL
 
     agents = {
-        "SQL": lambda env: SQL("MlpPolicy", env, device=device, seed=0),
+        "SQL": lambda env: SQL("MlpPolicy", env, device=device, seed=0,
+                               policy_kwargs=dict(compile_act=False)),
         "SQL+compile": lambda env: SQL(
             "MlpPolicy", env, device=device, seed=0,
-            policy_kwargs=dict(sampler_kwargs=dict(compile=True)),
+            policy_kwargs=dict(compile_act=False, sampler_kwargs=dict(compile=True)),
         ),
+        # What SQL's default compile_act="auto" acts with in a learn() run of >= 20k env steps.
+        "SQL compile_act": lambda env: SQL("MlpPolicy", env, device=device, seed=0,
+                                           policy_kwargs=dict(compile_act=True)),
         "SAC": lambda env: SAC("MlpPolicy", env, device=device, seed=0),
     }
     rows = []
@@ -228,8 +233,11 @@ def main() -> None:
             "",
             "## Acting: env steps/s of `predict` + `VecEnv.step` on HalfCheetah-v5 (no learning)",
             "",
-            "SQL with its defaults (SIR from q_phi + 3 MALA steps on -min(Q1, Q2)), eager and with",
-            "`policy_kwargs=dict(sampler_kwargs=dict(compile=True))`; SB3 SAC with its defaults. Fresh",
+            "SQL with its defaults (SIR from q_phi + 3 MALA steps on -min(Q1, Q2)): eager",
+            "(`compile_act=False`: what `predict` alone and runs under 20k steps use), each MALA step",
+            "compiled (`+compile`: `sampler_kwargs=dict(compile=True)`), and the whole act as one",
+            "compiled function (`compile_act`: what the default `compile_act=\"auto\"` uses in",
+            "`learn` runs of 20k+ env steps); SB3 SAC with its defaults. Fresh",
             "(untrained) networks: acting costs the same work whatever the weights. One batched search",
             "serves all n envs of a step. CPU time per env step is process CPU time / env steps.",
             "",
