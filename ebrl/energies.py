@@ -102,18 +102,23 @@ class MLPEnergy(Energy):
         self.net = nn.Sequential(*layers)
 
     def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        check_tensor("x", x, last_dim=self.x_dim)
-        if self.context_dim:
-            if context is None:
-                raise ValueError(f"context is required: this energy has context_dim={self.context_dim}")
-            context = _broadcast_context(context, x, self.context_dim)
-            x = torch.cat([x, context], dim=-1)
-        elif context is not None:
-            raise ValueError("context must be None for an unconditional energy (context_dim=0)")
-        return self.net(x).squeeze(-1)
+        return self.net(_joint_input(x, context, self.x_dim, self.context_dim)).squeeze(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return self.energy(x, context)
+
+
+def _joint_input(x: Tensor, context: Tensor | None, x_dim: int, context_dim: int) -> Tensor:
+    """[x, c] of shape ``x.shape[:-1] + (x_dim + context_dim,)`` (just x when context_dim is 0),
+    the context broadcast over x's chain dimensions; a missing or unexpected context is refused."""
+    check_tensor("x", x, last_dim=x_dim)
+    if not context_dim:
+        if context is not None:
+            raise ValueError("context must be None for an unconditional energy (context_dim=0)")
+        return x
+    if context is None:
+        raise ValueError(f"context is required: this energy has context_dim={context_dim}")
+    return torch.cat([x, _broadcast_context(context, x, context_dim)], dim=-1)
 
 
 def _broadcast_context(context: Tensor, x: Tensor, context_dim: int, name: str = "context") -> Tensor:

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from ebrl.energies import Energy, _broadcast_context
+from ebrl.energies import Energy, _joint_input
 from ebrl.validation import (
     check_choice,
     check_finite,
@@ -195,16 +195,7 @@ class KernelDensityEnergy(Energy):
 
     def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """-log p(x) (or -log p(x | context)) for ``x`` ``(..., x_dim)``: shape ``x.shape[:-1]``."""
-        check_tensor("x", x, last_dim=self.x_dim)
-        if self.context_dim == 0 and context is not None:
-            raise ValueError("context must be None for an unconditional KernelDensityEnergy")
-        if self.context_dim and context is None:
-            raise ValueError(
-                f"context is required: this energy is conditional (context_dim={self.context_dim})"
-            )
-        y = x.double()
-        if self.context_dim:
-            y = torch.cat([y, _broadcast_context(context, x, self.context_dim).double()], -1)  # type: ignore[arg-type]
+        y = _joint_input(x, context, self.x_dim, self.context_dim).double()
         flat = y.reshape(-1, y.shape[-1])
         e = -self._log_density(flat, "joint")
         if self.context_dim:
