@@ -8,7 +8,7 @@ from ebrl.heads._protocol import EnergyView, as_energy
 from ebrl.heads.anomaly import AnomalyScorer, replay_arrays
 from ebrl.heads.denoiser import Denoiser
 from ebrl.heads.density import KernelDensityEnergy, ledoit_wolf
-from ebrl.heads.generator import Generator
+from ebrl.heads.generator import Generator, annealed_langevin
 
 __all__ = [
     "AnomalyScorer",
@@ -16,6 +16,7 @@ __all__ = [
     "EnergyView",
     "Generator",
     "KernelDensityEnergy",
+    "annealed_langevin",
     "as_energy",
     "ledoit_wolf",
     "replay_arrays",

@@ -4,6 +4,7 @@ MMD, and a trained SQL agent's energy as an anomaly score.
     python experiments/benchmarks/heads.py            # full run (about 30 min on 1 thread)
     python experiments/benchmarks/heads.py --quick    # smoke run (about 2 min)
     python experiments/benchmarks/heads.py --rl-only  # rerun the RL case (3 agents) into the saved .json
+    python experiments/benchmarks/heads.py --generation-only  # rerun generation into the saved .json
 
 Writes experiments/results/heads.{json,md} and heads_*.png (``--quick``: heads_quick.*).
 Hyperparameters are fixed once for all tasks and seeds; no test label is used for any choice.
@@ -27,9 +28,8 @@ from tqdm import tqdm
 
 from ebrl import Energy
 from ebrl.gaussian import GaussianResidualEnergy
-from ebrl.heads import AnomalyScorer, Denoiser, Generator, KernelDensityEnergy
-from ebrl.samplers import Langevin
-from ebrl.training import DenoisingScoreMatching, fit
+from ebrl.heads import AnomalyScorer, Denoiser, KernelDensityEnergy, annealed_langevin
+from ebrl.training import DenoisingScoreMatching, WeightAverage, fit
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIGMAS_DENOISE = (0.1, 0.2, 0.3, 0.5)
@@ -235,84 +235,223 @@ def mmd2(a: np.ndarray, b: np.ndarray, bandwidth: float) -> float:
                  - 2 * k(a, b).mean())
 
 
-def annealed_langevin(
-    energy: Energy, mus: np.ndarray, covs: np.ndarray, levels: tuple[float, ...], n_steps: int,
-    per_class: int,
-) -> np.ndarray:
-    """Class-conditional samples ``(10 * per_class, 64)`` by annealed Langevin (Song & Ermon 2019)."""
-    gen, rng, out = torch.Generator().manual_seed(1), np.random.default_rng(1), []
-    for k in range(len(mus)):
-        label = torch.eye(len(mus))[k]
-        # Chains start from the energy's own Gaussian base at the largest level, N(mu_k,
-        # Sigma_k + sigma_0^2 I), an exact draw of its quadratic part: Langevin at the small steps
-        # the fine levels need barely moves along the high-variance principal directions.
-        z0 = rng.multivariate_normal(mus[k], covs[k] + levels[0] ** 2 * np.eye(64), per_class)
-        z = torch.tensor(z0.clip(-1.0, 2.0), dtype=torch.float32)[None]
-        # Steps eta_i = 0.05 sigma_i^2 from the largest level to the smallest (below the curvature
-        # 1/sigma^2 of each smoothed density), then a Tweedie step removes the last level's noise.
-        for s in levels:
-            sampler = Langevin(n_steps=n_steps, step_size=0.05 * s**2, bounds=(-1.0, 2.0))
-            head = Generator(at_sigma(energy, s, label), sampler, x_dim=64)
-            z = head.sample(per_class, init=z, generator=gen)[None]
-        final = Denoiser(at_sigma(energy, levels[-1], label), clip=(0, 1))
-        out.append(final.denoise(z[0], levels[-1]).numpy())
-    return np.concatenate(out)
+# Settings shared by every generation design; GEN_GRID varies the rest, and select_generation picks
+# among them on validation digits only.
+GEN_DEFAULTS = {"base": "empirical", "width": 256, "train_steps": 4000, "ema": 0.999,
+                "levels": [0.5, 0.03, 10], "n_steps": 30, "step_scale": 0.2}
+# The design this section reported before (Ledoit-Wolf base, last iterate, 10 steps at 0.05 sigma^2).
+GEN_PREVIOUS = {**GEN_DEFAULTS, "base": "ledoit-wolf", "ema": None, "n_steps": 10, "step_scale": 0.05}
+GEN_PILOT_SEEDS = (100, 101)
+EBM_GEN = "EBM (DSM + weight average, annealed Langevin + Tweedie)"
+EBM_PREV = "EBM, previous design (Ledoit-Wolf base, last iterate, 10 steps at 0.05 σ²)"
+GMM = "GaussianMixture"
+GMM_RAW = "GaussianMixture, unclipped (pixels outside [0, 1]; not images)"
+BASE_ROW = "Gaussian base only (Ledoit-Wolf)"
+REAL_ROW = "real training digits (reference)"
 
 
-def run_generation(steps: int, per_class: int, step_choices: tuple[int, ...], bar: tqdm) -> dict:
-    from sklearn.covariance import LedoitWolf
+def generation_split(seed: int) -> dict[str, np.ndarray]:
+    """Digits in [0, 1] split by ``seed``: 1300 training, 200 validation, the rest (297) test."""
     from sklearn.datasets import load_digits
-    from sklearn.mixture import GaussianMixture
-    from sklearn.svm import SVC
 
     x, y = load_digits(return_X_y=True)
     x = x / 16.0
-    perm = np.random.default_rng(0).permutation(len(x))
-    train, ytr = x[perm[:1300]], y[perm[:1300]]
-    # Held-out digits: a validation part picks the MCMC length, the rest is the test set.
-    val, test, yte = x[perm[1300:1500]], x[perm[1500:]], y[perm[1500:]]
+    perm = np.random.default_rng(seed).permutation(len(x))
+    parts = {"train": perm[:1300], "val": perm[1300:1500], "test": perm[1500:]}
+    out = {k: x[v] for k, v in parts.items()}
+    out.update({f"y{k}": y[v] for k, v in parts.items()})
+    return out
+
+
+def class_gaussians(train: np.ndarray, ytr: np.ndarray, base: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class means and covariances: the empirical covariance or its Ledoit-Wolf shrinkage (which
+    lends the always-blank border pixels a variance the data do not have)."""
+    from sklearn.covariance import LedoitWolf
+
     mus = np.stack([train[ytr == k].mean(0) for k in range(10)])
-    covs = np.stack([LedoitWolf().fit(train[ytr == k]).covariance_ for k in range(10)])
-    onehot = torch.eye(10)[torch.tensor(ytr)]
-    levels = tuple(float(s) for s in np.geomspace(0.5, 0.03, 10))
-    torch.manual_seed(0)
-    energy = GaussianResidualEnergy(mus, covs, (256, 256))
-    dsm = DenoisingScoreMatching(levels, noise_conditional=True)
-    fit(energy, torch.tensor(train, dtype=torch.float32), dsm, context=onehot, n_steps=steps, lr=1e-3,
-        generator=torch.Generator().manual_seed(0))
+    if base == "ledoit-wolf":
+        return mus, np.stack([LedoitWolf().fit(train[ytr == k]).covariance_ for k in range(10)])
+    return mus, np.stack([np.cov(train[ytr == k].T) for k in range(10)])
 
-    def median_distance(z: np.ndarray) -> float:
-        d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
-        return float(np.median(d[np.triu_indices(len(z), 1)]))
 
-    bw_val, bandwidth = median_distance(val), median_distance(test)
-    candidates = {t: annealed_langevin(energy, mus, covs, levels, t, per_class) for t in step_choices}
-    val_mmd = {t: mmd2(z, val, bw_val) for t, z in candidates.items()}
-    best_t = min(val_mmd, key=val_mmd.get)
-    rng = np.random.default_rng(0)
-    samples = {"EBM (DSM, annealed Langevin)": candidates[best_t]}
+def train_generator(train: np.ndarray, ytr: np.ndarray, design: dict, seed: int) -> GaussianResidualEnergy:
+    """The class-conditional energy (Gaussian base plus MLP residual) trained by noise-conditional
+    DSM on the levels of ``design``; with ``design["ema"]`` the weight average replaces the last
+    iterate."""
+    mus, covs = class_gaussians(train, ytr, design["base"])
+    torch.manual_seed(seed)
+    energy = GaussianResidualEnergy(mus, covs, (design["width"], design["width"]))
+    dsm = DenoisingScoreMatching(gen_levels(design), noise_conditional=True)
+    average = None if design["ema"] is None else WeightAverage(energy, design["ema"])
+    fit(energy, torch.tensor(train, dtype=torch.float32), dsm, context=torch.eye(10)[torch.tensor(ytr)],
+        n_steps=design["train_steps"], lr=1e-3, generator=torch.Generator().manual_seed(seed),
+        callback=average, log_every=1 if average else 10)
+    if average is not None:
+        average.apply()
+    return energy
+
+
+def gen_levels(design: dict) -> tuple[float, ...]:
+    top, bottom, n = design["levels"]
+    return tuple(float(s) for s in np.geomspace(top, bottom, n))
+
+
+def ebm_samples(energy: GaussianResidualEnergy, design: dict, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` samples of each class, ``(10 * per_class, 64)``, in [0, 1]."""
+    levels, out = gen_levels(design), []
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    mus = energy.mu.double().numpy()
+    covs = (energy.u.double() * energy.lam.double()[:, None]) @ energy.u.double().transpose(1, 2)
+    for k in range(10):
+        # Chains start from the energy's own Gaussian base at the largest level, N(mu_k, Sigma_k +
+        # sigma_0^2 I), an exact draw of its quadratic part: Langevin at the small steps the fine
+        # levels need barely moves along the high-variance principal directions.
+        z0 = rng.multivariate_normal(mus[k], covs[k].numpy() + levels[0] ** 2 * np.eye(64), per_class)
+        z = annealed_langevin(energy, torch.tensor(z0, dtype=torch.float32), levels,
+                              context=torch.eye(10)[k], n_steps=design["n_steps"],
+                              step_scale=design["step_scale"], bounds=(-1.0, 2.0), clip=(0.0, 1.0),
+                              generator=gen)
+        out.append(z.numpy())
+    return np.concatenate(out)
+
+
+def median_distance(z: np.ndarray) -> float:
+    d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
+    return float(np.median(d[np.triu_indices(len(z), 1)]))
+
+
+NEAR_COPY = 0.5  # a sample this close to a training digit counts as a near copy (about half the
+# distance from a held-out real digit to its nearest training digit)
+
+
+def nearest_distances(z: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each row of ``z`` to its nearest training digit (memorisation check:
+    a model that copies training digits scores near 0)."""
+    d2 = (z**2).sum(1)[:, None] + (train**2).sum(1)[None] - 2 * z @ train.T
+    return np.sqrt(np.clip(d2, 0, None).min(1))
+
+
+def nearest_distance(z: np.ndarray, train: np.ndarray) -> float:
+    return float(nearest_distances(z, train).mean())
+
+
+def sample_scores(z: np.ndarray, ref: np.ndarray, train: np.ndarray, labels: np.ndarray, clf) -> dict:
+    """MMD² to ``ref`` at the median distance h of ``ref`` and at h/2, SVC accuracy on the
+    intended labels, mean distance to the nearest training digit."""
+    h, near = median_distance(ref), nearest_distances(z, train)
+    return {"mmd2": mmd2(z, ref, h), "mmd2_half": mmd2(z, ref, h / 2),
+            "accuracy": float(clf.score(z, labels)), "nearest_train": float(near.mean()),
+            "near_copies": float((near < NEAR_COPY).mean())}
+
+
+def generation_seed(seed: int, per_class: int, design: dict) -> tuple[dict, dict]:
+    """Every method on split ``seed`` (same split for all): scores on the test digits, and the samples."""
+    from sklearn.mixture import GaussianMixture
+    from sklearn.svm import SVC
+
+    d = generation_split(seed)
+    train, ytr, test = d["train"], d["ytrain"], d["test"]
+    rng = np.random.default_rng(seed)
+    samples = {EBM_GEN: ebm_samples(train_generator(train, ytr, design, seed), design, per_class, seed),
+               EBM_PREV: ebm_samples(train_generator(train, ytr, GEN_PREVIOUS, seed), GEN_PREVIOUS, per_class,
+                                     seed)}
     gmm_parts, base_parts = [], []
+    mus, lw = class_gaussians(train, ytr, "ledoit-wolf")
     for k in range(10):
         xk = train[ytr == k]
-        gmm = min((GaussianMixture(c, reg_covar=1e-3, random_state=0).fit(xk) for c in (1, 2, 3)),
+        gmm = min((GaussianMixture(c, reg_covar=1e-3, random_state=seed).fit(xk) for c in (1, 2, 3)),
                   key=lambda g, xk=xk: g.bic(xk))
-        gmm_parts.append(np.clip(gmm.sample(per_class)[0], 0, 1))
-        base_parts.append(np.clip(rng.multivariate_normal(mus[k], covs[k], per_class), 0, 1))
-    samples["GaussianMixture"] = np.concatenate(gmm_parts)
-    samples["Gaussian base only (LW)"] = np.concatenate(base_parts)
+        gmm_parts.append(gmm.sample(per_class)[0])
+        base_parts.append(np.clip(rng.multivariate_normal(mus[k], lw[k], per_class), 0, 1))
+    samples[GMM] = np.clip(np.concatenate(gmm_parts), 0, 1)
+    samples[GMM_RAW] = np.concatenate(gmm_parts)
+    samples[BASE_ROW] = np.concatenate(base_parts)
     labels = np.repeat(np.arange(10), per_class)
     clf = SVC(gamma="scale").fit(train, ytr)
-    real = train[rng.choice(len(train), min(10 * per_class, len(train)), replace=False)]
-    # Reference: real training digits against the same test set; the classifier on real test digits.
-    out = {"real digits (reference)": {"mmd2": mmd2(real, test, bandwidth),
-                                       "accuracy": float(clf.score(test, yte))}}
+    real = train[rng.choice(len(train), 10 * per_class, replace=False)]
+    # Reference: real training digits against the same test digits for MMD²; the classifier on the
+    # real test digits, and the test digits' own distance to their nearest training digit (what a
+    # model that does not copy its training digits should be near).
+    h = median_distance(test)
+    out = {REAL_ROW: {"mmd2": mmd2(real, test, h), "mmd2_half": mmd2(real, test, h / 2),
+                      "accuracy": float(clf.score(test, d["ytest"])),
+                      "nearest_train": nearest_distance(test, train),
+                      "near_copies": float((nearest_distances(test, train) < NEAR_COPY).mean())}}
     for name, z in samples.items():
-        out[name] = {"mmd2": mmd2(z, test, bandwidth), "accuracy": float(clf.score(z, labels))}
-    bar.update(1)
-    plot_samples(samples, per_class)
-    return {"results": out, "levels": list(levels), "mcmc_steps_per_level": best_t,
-            "validation_mmd2_by_steps": {str(t): v for t, v in val_mmd.items()},
-            "samples_per_class": per_class, "bandwidth": bandwidth, "test_digits": len(test)}
+        out[name] = sample_scores(z, test, train, labels, clf)
+    return out, samples
+
+
+def run_generation(seeds: int, per_class: int, bar: tqdm, grid: list[dict] | None = None) -> dict:
+    """The design of lowest validation MMD² among those whose samples the SVC classifies at >= 0.99
+    (select_generation on the pilot splits), then every method on splits 0..seeds-1: mean ± std over
+    seeds of each score, and the per-seed figures."""
+    t0 = time.perf_counter()
+    selection = select_generation(per_class, bar, GEN_GRID if grid is None else grid)
+    ok = [r for r in selection if r["accuracy"] >= 0.99] or selection
+    design = min(ok, key=lambda r: r["mmd2"])["design"]
+    per_seed = []
+    for seed in range(seeds):
+        scores, samples = generation_seed(seed, per_class, design)
+        per_seed.append(scores)
+        if seed == 0:
+            # The unclipped mixture looks like the clipped one on a [0, 1] colour scale: not drawn.
+            shown = {k: v for k, v in samples.items() if k != GMM_RAW}
+            d = generation_split(seed)
+            real = np.zeros((10 * per_class, 64))
+            for k in range(10):
+                xk = d["test"][d["ytest"] == k][:per_class]
+                real[k * per_class : k * per_class + len(xk)] = xk
+            titles = {EBM_GEN: "EBM (this design)", EBM_PREV: "EBM (previous design)",
+                      GMM: "GaussianMixture (clipped)", BASE_ROW: "Gaussian base (Ledoit-Wolf)"}
+            shown = {titles.get(k, k): v for k, v in shown.items()}
+            plot_samples({**shown, "real held-out test digits": real}, per_class)
+        bar.update(1)
+    methods, keys = list(per_seed[0]), list(per_seed[0][EBM_GEN])
+    summary = {m: {k: {"mean": float(np.mean([r[m][k] for r in per_seed])),
+                       "std": float(np.std([r[m][k] for r in per_seed]))} for k in keys} for m in methods}
+    diff = [r[GMM]["mmd2"] - r[EBM_GEN]["mmd2"] for r in per_seed]
+    return {"results": summary, "per_seed": per_seed, "seeds": seeds, "samples_per_class": per_class,
+            "design": design, "previous_design": GEN_PREVIOUS, "selection": selection,
+            "paired_gmm_minus_ebm": {"mean": float(np.mean(diff)), "std": float(np.std(diff))},
+            "seconds": time.perf_counter() - t0}
+
+
+# The candidate designs: each is trained and sampled on pilot splits 100 and 101 and scored on their
+# validation digits only (MMD² at the validation median distance; the SVC accuracy needs no
+# held-out digit). Entries override GEN_DEFAULTS.
+GEN_GRID = [
+    GEN_PREVIOUS,
+    {"ema": None},
+    {"base": "ledoit-wolf"},
+    *({"n_steps": t, "step_scale": f} for t, f in ((10, 0.05), (20, 0.2), (30, 0.1), (30, 0.2), (30, 0.3),
+                                                   (50, 0.2))),
+    {"train_steps": 8000},
+    {"train_steps": 8000, "ema": 0.9995},
+    {"width": 512},
+]
+
+
+def select_generation(per_class: int, bar: tqdm, grid: list[dict]) -> list[dict]:
+    """Validation scores of every design of ``grid`` on the pilot splits (no test digit is read)."""
+    from sklearn.svm import SVC
+
+    rows, trained = [], {}
+    for cand in grid:
+        design = {**GEN_DEFAULTS, **cand}
+        scores = []
+        for seed in GEN_PILOT_SEEDS:
+            d = generation_split(seed)
+            clf = SVC(gamma="scale").fit(d["train"], d["ytrain"])
+            # Designs that differ only in sampling share one trained energy per split.
+            key = (seed, *(str(design[k]) for k in ("base", "width", "train_steps", "ema", "levels")))
+            if key not in trained:
+                trained[key] = train_generator(d["train"], d["ytrain"], design, seed)
+            z = ebm_samples(trained[key], design, per_class, seed)
+            scores.append(sample_scores(z, d["val"], d["train"], np.repeat(np.arange(10), per_class), clf))
+            bar.update(1)
+        rows.append({"design": design, **{k: float(np.mean([s[k] for s in scores])) for k in scores[0]}})
+    return rows
 
 
 def plot_samples(samples: dict[str, np.ndarray], per_class: int) -> None:
@@ -454,12 +593,7 @@ def write_report(res: dict, command: str) -> None:
     for m, row in res["denoising"].items():
         lines.append(f"| {m} | " + " | ".join(f"{row[str(s)]:.2f}" for s in SIGMAS_DENOISE) + " |")
     lines.append("\n![denoising](heads_denoising.png)\n" if not QUICK else "")
-    lines.append("## Generation on digits (MMD² to held-out digits, lower is better; accuracy of an SVC "
-                 "trained on real digits on each class's samples)\n")
-    lines.append("| model | MMD² | classifier accuracy |\n|---|---|---|")
-    for m, row in res["generation"]["results"].items():
-        lines.append(f"| {m} | {row['mmd2']:.4f} | {row['accuracy']:.3f} |")
-    lines.append("\n![samples](heads_samples.png)\n" if not QUICK else "")
+    lines += generation_report(res["generation"])
     lines.append("## RL: a trained SQL agent's energy and its replay-buffer density as anomaly scores "
                  "(AUROC)\n")
     rl = res["rl"]
@@ -489,6 +623,72 @@ def write_report(res: dict, command: str) -> None:
     (OUT_PREFIX.with_suffix(".md")).write_text("\n".join(lines) + "\n")
 
 
+def generation_report(g: dict) -> list[str]:
+    """The generation section: mean ± std over seeds per method, then the validation selection."""
+    if "per_seed" not in g:  # a .json written before the multi-seed section
+        return ["## Generation on digits\n", "Not rerun since the multi-seed version; run with "
+                "--generation-only.\n"]
+    pm = lambda r, k, d=4: f"{r[k]['mean']:.{d}f} ± {r[k]['std']:.{d}f}"  # noqa: E731
+    lines = [f"## Generation on digits (mean ± std over {g['seeds']} splits, seeds 0-{g['seeds'] - 1})\n",
+             f"{g['samples_per_class']} samples per class. MMD² (unbiased, RBF kernel) to the held-out test "
+             "digits at h = their median pairwise distance and at h/2 (lower is better; h/2 weighs "
+             "local shape more); accuracy of an SVC trained on the real training digits on each "
+             "class's samples; mean distance from each sample to its nearest training digit "
+             f"(memorisation check: 0 would be copies) and the share of samples closer than {NEAR_COPY} to "
+             "one (near copies).\n",
+             "| model | MMD² (h) | MMD² (h/2) | SVC accuracy | distance to nearest training digit | "
+             "near copies |",
+             "|---|---|---|---|---|---|"]
+    for m, r in g["results"].items():
+        copies = pm(r, "near_copies", 3) if "near_copies" in r else "-"
+        lines.append(f"| {m} | {pm(r, 'mmd2')} | {pm(r, 'mmd2_half')} | {pm(r, 'accuracy', 3)} | "
+                     f"{pm(r, 'nearest_train', 3)} | {copies} |")
+    p = g["paired_gmm_minus_ebm"]
+    lines += ["", f"Reference row: MMD² of {10 * g['samples_per_class']} real training digits; accuracy, "
+              "nearest-training-digit distance and near copies of the real held-out test digits. Paired per "
+              "split, "
+              f"GaussianMixture MMD² minus EBM MMD² = {p['mean']:.4f} ± {p['std']:.4f}. EBM generation took "
+              f"{g['seconds']:.0f} s in all (selection included).\n",
+              "Design chosen on validation digits only (pilot splits 100 and 101: 1300 training, 200 "
+              "validation digits each; the test digits of seeds 0-9 are never read): the lowest mean "
+              "validation MMD² among designs whose samples the SVC (trained on the training digits) "
+              "classifies at 0.99 or more. Every candidate: 10 geometric levels 0.5 → 0.03, the Tweedie "
+              "step at 0.03, scores averaged over the two pilot splits:\n",
+              "| base covariance | residual width | weights | DSM steps | Langevin steps per level "
+              "| step / σ² | val MMD² (h) | val MMD² (h/2) | SVC accuracy | nearest training digit |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in g["selection"]:
+        d = r["design"]
+        w = "last iterate" if d["ema"] is None else f"EMA {d['ema']}"
+        mark = " **(chosen)**" if d == g["design"] else ""
+        lines.append(f"| {d['base']}{mark} | {d['width']} | {w} | {d['train_steps']} | {d['n_steps']} | "
+                     f"{d['step_scale']} | "
+                     f"{r['mmd2']:.4f} | {r['mmd2_half']:.4f} | {r['accuracy']:.3f} | "
+                     f"{r['nearest_train']:.3f} |")
+    lines.append("\n![samples](heads_samples.png)\n" if not QUICK else "")
+    return lines
+
+
+def generation_targets(g: dict) -> list[str]:
+    """Issue 15's generation targets: MMD² below GaussianMixture's by more than the seed spread, and
+    SVC accuracy >= 0.99 on the samples."""
+    if "per_seed" not in g:
+        return []
+    r = g["results"]
+    e, out = r[EBM_GEN], []
+    for peer in (GMM, GMM_RAW):
+        gm = r[peer]
+        gap, spread = gm["mmd2"]["mean"] - e["mmd2"]["mean"], max(gm["mmd2"]["std"], e["mmd2"]["std"])
+        verdict = "met" if gap > spread else "**missed**"
+        out.append(f"- generation MMD²: EBM {e['mmd2']['mean']:.4f} ± {e['mmd2']['std']:.4f} vs {peer} "
+                   f"{gm['mmd2']['mean']:.4f} ± {gm['mmd2']['std']:.4f} (gap {gap:+.4f}, spread "
+                   f"{spread:.4f}): {verdict}")
+    acc = e["accuracy"]["mean"]
+    out.append(f"- generation SVC accuracy on EBM samples: {acc:.3f} ± {e['accuracy']['std']:.3f} vs target "
+               "0.99: " + ("met" if acc >= 0.99 else "**missed**"))
+    return out
+
+
 def targets(res: dict) -> list[str]:
     """Each target of issues 5 and 15 checked against this run's own numbers."""
     out = []
@@ -503,10 +703,7 @@ def targets(res: dict) -> list[str]:
         e, lm = den["EBM (DSM + Tweedie)"][str(s)], den["LMMSE (linear-Gaussian Tweedie)"][str(s)]
         verdict = "met" if e > lm else "**missed**"
         out.append(f"- denoising σ={s}: EBM {e:.2f} dB vs LMMSE {lm:.2f} dB: {verdict}")
-    g = res["generation"]["results"]
-    e, gm = g["EBM (DSM, annealed Langevin)"]["mmd2"], g["GaussianMixture"]["mmd2"]
-    verdict = "met" if e < gm else "**missed**"
-    out.append(f"- generation: EBM MMD² {e:.4f} vs GaussianMixture {gm:.4f}: {verdict}")
+    out += generation_targets(res["generation"])
     auroc = res["rl"].get("auroc", {})
     for what, key, goal in (
         ("unseen states",
@@ -546,12 +743,57 @@ NOTES = [
     "DSM row (Gaussian base plus MLP residual) keeps its earlier settings: its 1500 steps were chosen "
     "after a pilot that saw test labels of seeds 0-2 (breast cancer, digits-vs-zeros).",
     "",
-    "Denoising and generation: one energy class, a Gaussian base (Ledoit-Wolf fit; per class for "
-    "generation) plus an MLP residual that starts at zero, trained by noise-conditional denoising score "
-    "matching (log σ in the context). Denoising is one Tweedie step at the given σ; generation is annealed "
-    "Langevin over 10 levels from 0.5 to 0.03 started from the base Gaussian, then a Tweedie step (steps "
-    "per level picked on a validation split, never on the test digits). Peers' own parameters (filter "
-    "width, PCA rank, GMM size by BIC) are picked on training or validation data.",
+    "Denoising: a Gaussian base (Ledoit-Wolf fit) plus an MLP residual that starts at zero, trained by "
+    "noise-conditional denoising score matching (log σ in the context); one Tweedie step at the given σ. "
+    "Peers' own parameters (filter width, PCA rank, GMM size by BIC) are picked on training or validation "
+    "data.",
+    "",
+    "Generation (issue 15): the same energy class per digit class (`GaussianResidualEnergy`, one-hot class "
+    "and log σ in the context), trained by noise-conditional DSM over 10 geometric levels 0.5 → 0.03; the "
+    "weights that sample are the exponential moving average of the training iterates "
+    "(`ebrl.training.WeightAverage`; Song & Ermon 2020). Samples come from `ebrl.heads.annealed_langevin`: "
+    "each chain starts from the energy's own Gaussian base blurred at σ = 0.5, runs T Langevin steps of "
+    "size c·σ² at each level and ends with a Tweedie step at σ = 0.03; like every method's, the samples are "
+    "clipped to [0, 1]. Every setting (base covariance, weight averaging, DSM steps, width, T, c) was chosen "
+    "on validation digits (200 per split, held out of training) of pilot splits 100 and 101, never on the "
+    "test digits of the reported splits 0-9: the exploration that produced the candidate list ran on "
+    "those validation digits, and the selection table above is rerun by the command itself. The two changes "
+    "from the previous design, and why: (1) the base covariance is the empirical one, not Ledoit-Wolf: "
+    "shrinkage toward a multiple of I gives the always-blank border pixels a variance of about 0.02 that "
+    "the residual did not learn to remove, so samples carried noise outside [0, 1], and clipping it cost "
+    "variance (summed pixel variance of the samples 3.4 against 4.6 for real digits); (2) the weight "
+    "average: the last Adam iterate's samples had pixels 0.2-0.5 outside [0, 1] in most samples; with the "
+    "average, validation MMD² fell from 0.0018 to 0.0003 (pilot split 100, 30 steps of 0.2 σ² per level). "
+    "Tried on the same validation digits and not adopted: a reflecting box near [0, 1] inside the chains "
+    "(truncating the model raised MMD² to 0.004-0.014), Tweedie at a larger σ than the last level "
+    "(0.05-0.12), a smaller last level (0.01, 15 levels), weight decay 0.01, width 128, and longer chains "
+    "(50-100 steps per level, or steps of 0.5 σ²), which drift the class means. Before that work, the "
+    "metric itself was examined on the test digits of splits 0-2 with the peers only (GaussianMixture "
+    "clipped and unclipped, real digits, kernel widths h to h/4); that led to the unclipped row and the h/2 "
+    "column, and no EBM sample or setting was scored on test digits before the reported run (which was "
+    "repeated once, unchanged, to add the near-copies column and short figure titles; every figure "
+    "reproduced).",
+    "",
+    "Clipping and the unclipped mixture: a Gaussian mixture fitted per class matches the digits' mean and "
+    "covariance, which is nearly all that an RBF kernel at the median distance sees, so its unclipped "
+    "samples score at the noise floor of real digits; clipping them to [0, 1] (a pixel outside [0, 1] is "
+    "not an image; the previous version of this section clipped as well) is what costs the mixture its "
+    "MMD². The unclipped row is shown for that reason, and the EBM is compared with it in the targets. "
+    "Memorisation check: the distance from each sample to its nearest training digit stands next to the "
+    "same distance for the held-out test digits (reference row); a model that copied training digits would "
+    "score well below the reference, and its near copies (closer than 0.5 to a training digit) would "
+    "show. Longer DSM training moves samples toward the training digits (selection table: 1.03-1.04 after "
+    "8000 steps against 1.12 after 4000). The chosen design's samples lie 1.025 ± 0.014 from their nearest "
+    "training digit against 1.063 ± 0.012 for held-out test digits, a little closer, and 2 of its 5000 "
+    "samples (split 2) are near copies against 0.4 % of held-out digits: a pull toward the training set, "
+    "not copying. Its samples are also less varied than real digits (summed pixel variance about 4.2 "
+    "against 4.6 on the pilot validation digits; the figure shows it, e.g. for the ones).",
+    "",
+    "Generation targets: the EBM beats the clipped GaussianMixture on MMD² at h (0.0008 ± 0.0007 against "
+    "0.0034 ± 0.0005 over splits 0-9; paired, 0.0026 ± 0.0011 lower) and the SVC classifies its samples at "
+    "0.998. It does not beat the unclipped mixture (whose samples are not images): 0.0003 ± 0.0006 at h, "
+    "0.0005 below the EBM, within the seed spread (0.0007); 0.0013 ± 0.0009 at h/2, 0.0014 below the "
+    "EBM's 0.0027 ± 0.0011, outside it.",
     "",
     "RL: E(s, a) pooled over states mostly ranks states (each state's energy has its own offset, V(s)), "
     "so it separates actions less than -log π(a|s) = E/α + log Z(s), which removes the offset. F(s) = "
@@ -590,32 +832,46 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the saved .json")
     parser.add_argument("--rl-only", action="store_true",
                         help="rerun only the RL case into the saved .json (its command is appended)")
+    parser.add_argument("--gen-seeds", type=int, default=10,
+                        help="digit splits (seeds 0..n-1) for generation")
+    parser.add_argument("--generation-only", action="store_true",
+                        help="rerun only generation into the saved .json (its command is appended)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     QUICK = args.quick
     if args.quick:
         OUT_PREFIX = RESULTS / "heads_quick"
-        args.seeds, args.one_class_seeds, args.rl_steps, args.rl_seeds = 1, 1, 300, 1
-    steps = {"anomaly": 60 if args.quick else 1500, "denoise": 100 if args.quick else 3000,
-             "generate": 100 if args.quick else 4000, "mcmc": (2, 5) if args.quick else (5, 10, 20, 40)}
+        args.seeds, args.one_class_seeds, args.rl_steps, args.rl_seeds, args.gen_seeds = 1, 1, 300, 1, 1
+        for design in (GEN_DEFAULTS, GEN_PREVIOUS):
+            design["train_steps"] = 100
+    grid = [{}] if args.quick else GEN_GRID
+    per_class = 10 if args.quick else 50
+    steps = {"anomaly": 60 if args.quick else 1500, "denoise": 100 if args.quick else 3000}
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         saved = json.loads(OUT_PREFIX.with_suffix(".json").read_text())
         write_report(saved, saved["command"])
         return
     command = "python experiments/benchmarks/heads.py " + " ".join(sys.argv[1:])
-    if args.rl_only:
+    if args.rl_only or args.generation_only:
+        # One section rerun into the saved results; the other sections' figures stay as they are.
         saved = json.loads(OUT_PREFIX.with_suffix(".json").read_text())
-        t0 = time.perf_counter()
-        with tqdm(total=args.rl_seeds, desc="heads benchmark, rl") as bar:
-            saved["rl"] = run_rl(args.rl_steps, args.rl_seeds, bar)
-        saved["rl"]["seconds"] = time.perf_counter() - t0
-        saved["command"] = saved["command"].split("\n")[0] + "\n" + command.strip() + "   # RL section"
+        t0, tag = time.perf_counter(), "   # RL section" if args.rl_only else "   # generation section"
+        if args.rl_only:
+            with tqdm(total=args.rl_seeds, desc="heads benchmark, rl") as bar:
+                saved["rl"] = run_rl(args.rl_steps, args.rl_seeds, bar)
+            saved["rl"]["seconds"] = time.perf_counter() - t0
+        else:
+            with tqdm(total=2 * len(grid) + args.gen_seeds, desc="heads benchmark, generation") as bar:
+                saved["generation"] = run_generation(args.gen_seeds, per_class, bar, grid)
+        kept = [line for line in saved["command"].split("\n") if not line.endswith(tag)]
+        saved["command"] = "\n".join([*kept, command.strip() + tag])
         OUT_PREFIX.with_suffix(".json").write_text(json.dumps(saved, indent=2))
         write_report(saved, saved["command"])
         return
     t0 = time.perf_counter()
-    bar = tqdm(total=3 * args.seeds + 10 * args.one_class_seeds + 2 + args.rl_seeds, desc="heads benchmark")
+    bar = tqdm(total=3 * args.seeds + 10 * args.one_class_seeds + 1 + 2 * len(grid) + args.gen_seeds
+               + args.rl_seeds, desc="heads benchmark")
     res: dict = {"command": command.strip(), "machine": f"{platform.processor() or platform.machine()}, "
                  f"{platform.python_version()}, torch {torch.__version__}", "steps": steps}
     bar.set_postfix_str("anomaly")
@@ -623,7 +879,7 @@ def main() -> None:
     bar.set_postfix_str("denoising")
     res["denoising"], res["denoising_setup"] = run_denoising(steps["denoise"], bar)
     bar.set_postfix_str("generation")
-    res["generation"] = run_generation(steps["generate"], 10 if args.quick else 50, steps["mcmc"], bar)
+    res["generation"] = run_generation(args.gen_seeds, per_class, bar, grid)
     bar.set_postfix_str("rl")
     res["rl"] = run_rl(args.rl_steps, args.rl_seeds, bar)
     bar.close()
