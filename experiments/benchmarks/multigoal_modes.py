@@ -14,6 +14,16 @@ writes ``experiments/results/multigoal_modes.{json,md,png}``. Every (task, algor
 Ray Tune trial (:func:`ebrl.experiments.sweep.run_parallel`) with one torch thread: ``--max-concurrent``
 of them at a time on this machine, or on a Ray cluster with ``--address auto``. Re-running an
 interrupted command re-runs only the unfinished trials (``--fresh`` runs them all again).
+
+Where coverage is lost. For a one-dimensional action (Fork) each SQL run also reports, at the start
+state (the fork), the mass on ``a < 0`` of the exact Boltzmann policy of the learned critic
+(softmax of -E/alpha on a grid of 2001 actions) next to the same fraction among 4000 actions of the
+policy's own act: a lopsided critic is a learning failure, an act far from the exact value is a
+sampling one. ``--sql-kwargs`` overrides SQL's config for a diagnostic run (its ``policy_kwargs``
+are merged key by key); such runs belong in their own ``--out``:
+
+    python experiments/benchmarks/multigoal_modes.py --tasks ebrl/Fork-v0 --algos sql \
+        --sql-kwargs '{"policy_kwargs": {"n_candidates": 64}}' --out /tmp/fork_n64
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -56,6 +67,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     algo, env_id, seed, steps, episodes = (job[k] for k in ("algo", "env_id", "seed", "steps", "episodes"))
     torch.set_num_threads(1)  # small MLPs: one thread is fastest and does not oversubscribe the cores
     cfg = resolve(algo, env_id, seed, steps, CONFIGS / f"{algo}.yaml", device="cpu")
+    if algo == "sql" and job.get("sql_kwargs"):
+        cfg.hyperparams = override(cfg.hyperparams, job["sql_kwargs"])
     model = build_model(cfg)
     start = time.perf_counter()
     model.learn(cfg.total_timesteps)
@@ -63,6 +76,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     result = evaluate(model, env_id, episodes, seed=1_000_000 + 1000 * seed, deterministic=False)
     row = {"algo": algo, "env_id": env_id, "seed": seed, "steps": steps, "train_seconds": round(seconds, 1),
            **result.summary()}
+    if algo == "sql" and model.action_space.shape == (1,):
+        row["start_negative_exact"], row["start_negative_act"] = start_negative_mass(model, env_id)
     print(f"{env_id:18s} {algo:4s} seed {seed}: success {row['success_rate']:.2f}, fractions "
           f"{[round(f, 2) for f in row['goal_fractions']]}, entropy {row['goal_entropy']:.3f}"
           + (f", crashes {row['crash_rate']:.2f}" if "crash_rate" in row else "") + f" ({seconds:.0f} s)",
@@ -76,6 +91,27 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             "paths": [np.asarray(p, dtype=float).round(4).tolist() for p in result.paths],
         }
     return out
+
+
+def override(hyperparams: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """SQL's config with ``extra`` over it (``policy_kwargs`` merged key by key)."""
+    out = {**hyperparams, **{k: v for k, v in extra.items() if k != "policy_kwargs"}}
+    out["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **extra.get("policy_kwargs", {})}
+    return out
+
+
+def start_negative_mass(model: Any, env_id: str, grid: int = 2001, draws: int = 4000) -> tuple[float, float]:
+    """P(a < 0) at the start state: exact Boltzmann policy of the learned critic, and the act's draws."""
+    obs, _ = gym.make(env_id).reset(seed=0)
+    policy = model.policy
+    states = torch.as_tensor(obs, dtype=torch.float32)[None]
+    actions = torch.linspace(-1.0, 1.0, grid)[:, None]
+    with torch.no_grad():
+        energy = policy.energy(states.expand(grid, -1), actions).reshape(-1)
+    exact = torch.softmax(-energy / policy.temperature, 0)[actions[:, 0] < 0].sum()
+    with torch.enable_grad():
+        acted = policy.boltzmann.sample(states, n=draws, generator=torch.Generator().manual_seed(0))[0]
+    return round(float(exact), 4), round(float((acted[:, 0] < 0).float().mean()), 4)
 
 
 def example_result(example: dict[str, Any]) -> EvalResult:
@@ -116,7 +152,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(summary: list[dict[str, Any]], command: str) -> str:
+def markdown(summary: list[dict[str, Any]], command: str, rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Modes covered: soft Q-learning vs SAC",
         "",
@@ -144,6 +180,16 @@ def markdown(summary: list[dict[str, Any]], command: str) -> str:
             f"{a['goal_entropy_max_possible']:.3f} | {crash} | {a['mean_return']:.1f} | "
             f"{a['train_seconds_mean']:.0f} | {'yes' if a['meets_target'] else 'no'} |"
         )
+    diag = [r for r in rows if "start_negative_exact" in r]
+    if diag:
+        lines += ["", "At the start state (the fork), per SQL seed: P(a < 0) under the exact Boltzmann "
+                  "policy of the learned critic (grid of 2001 actions) and among 4000 draws of the act "
+                  "(0.5 / 0.5 is a symmetric policy).", "",
+                  "| task | seed | exact pi: P(a < 0) | act: P(a < 0) | goal fractions | entropy |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['env_id']} | {r['seed']} | {r['start_negative_exact']:.3f} | "
+                  f"{r['start_negative_act']:.3f} | {', '.join(f'{f:.2f}' for f in r['goal_fractions'])} | "
+                  f"{r['goal_entropy']:.3f} |" for r in diag]
     lines += ["", "![modes](multigoal_modes.png)", ""]
     return "\n".join(lines)
 
@@ -195,6 +241,8 @@ def main() -> None:
                         help="where the Ray Tune trials are kept (on a cluster: a path all nodes share)")
     parser.add_argument("--fresh", action="store_true",
                         help="run every job again instead of resuming the finished ones of the same command")
+    parser.add_argument("--sql-kwargs", type=json.loads, default=None,
+                        help="JSON dict over SQL's config (policy_kwargs merged key by key); diagnostics")
     args = parser.parse_args()
     jobs = []
     for env_id in args.tasks:
@@ -202,7 +250,8 @@ def main() -> None:
         for algo in args.algos:
             for seed in args.seeds:
                 jobs.append({"algo": algo, "env_id": env_id, "seed": seed, "steps": steps,
-                             "episodes": args.episodes, "keep_paths": seed == args.seeds[0]})
+                             "episodes": args.episodes, "keep_paths": seed == args.seeds[0],
+                             **({"sql_kwargs": args.sql_kwargs} if args.sql_kwargs else {})})
     results = run_parallel(run_one, jobs, name=Path(args.out).name, storage=args.storage,
                            address=args.address, max_concurrent=args.max_concurrent, resume=not args.fresh)
     rows = [r["row"] for r in results]
@@ -213,16 +262,19 @@ def main() -> None:
         [f"--seeds {' '.join(map(str, args.seeds))}", f"--episodes {args.episodes}"]
         + ([f"--steps {args.steps}"] if args.steps else [])
         + ([f"--max-concurrent {args.max_concurrent}"] if args.max_concurrent != 2 else [])
-        + ([f"--address {args.address}"] if args.address else []))
+        + ([f"--address {args.address}"] if args.address else [])
+        + ([f"--tasks {' '.join(args.tasks)}"] if args.tasks != list(TASKS) else [])
+        + ([f"--algos {' '.join(args.algos)}"] if args.algos != list(ALGOS) else [])
+        + ([f"--sql-kwargs '{json.dumps(args.sql_kwargs)}'"] if args.sql_kwargs else []))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": command, "torch": torch.__version__, "python": platform.python_version(),
             "threads": 1, "log4": math.log(4), "log2": math.log(2)}
     data = {"meta": meta, "summary": summary, "runs": rows}
     out.with_suffix(".json").write_text(json.dumps(data, indent=2))
-    out.with_suffix(".md").write_text(markdown(summary, command))
+    out.with_suffix(".md").write_text(markdown(summary, command, rows))
     figure(examples, summary, out.with_suffix(".png"))
-    print(markdown(summary, command))
+    print(markdown(summary, command, rows))
 
 
 if __name__ == "__main__":
