@@ -95,11 +95,16 @@ def run(env_id: str, algo: str, seed: int, name: str, kwargs_text: str, every: i
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine()}
 
 
+def role(seed: int) -> str:
+    """Seeds 10 and up were used to choose settings (tuning); seeds below 10 are reported."""
+    return "tuning" if seed >= 10 else "reported"
+
+
 def report() -> str:
     runs = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["env_id"], r["algo"], r["name"]), []).append(r)
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:  # tuning and reported seeds are never pooled
+        groups.setdefault((r["env_id"], role(r["seed"]), r["algo"], r["name"]), []).append(r)
     lines = ["# DiscreteSQL stability vs DQN", "",
              "Written by `python experiments/benchmarks/discrete_tuning.py --report` from "
              "`discrete_runs.jsonl` (each run's command: the script with the row's env, algo, seeds, "
@@ -111,16 +116,16 @@ def report() -> str:
              "whose mean of the last half is highest: `munchausen` (415.5; `zoo` 376.1 is reported too, "
              "as the plain soft Q-learning baseline). DQN on the tuning seeds is shown for reference "
              "only (it was not tuned).", "",
-             "| env | algo | settings | seeds | final per seed | mean final | mean of the last half "
+             "| env | split | algo | settings | seeds | final per seed | mean final | mean of the last half "
              "| worst of the last half |",
-             "|---|---|---|---|---|---|---|---|"]
-    for (env_id, algo, name), rs in sorted(groups.items()):
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (env_id, split, algo, name), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
         finals = [r["final"] for r in rs]
         seeds = ", ".join(str(r["seed"]) for r in rs)
         # Stability: every evaluation of the second half of each run, pooled over seeds.
         last_half = [v for r in rs for _, v in r["curve"][len(r["curve"]) // 2:]]
-        lines.append(f"| {env_id} | {algo} | {name} `{rs[0]['kwargs']}` | {seeds} "
+        lines.append(f"| {env_id} | {split} | {algo} | {name} `{rs[0]['kwargs']}` | {seeds} "
                      f"| {' / '.join(f'{f:.0f}' for f in finals)} | {np.mean(finals):.1f} "
                      f"| {np.mean(last_half):.1f} | {min(r['min_last_half'] for r in rs):.0f} |")
     return "\n".join(lines) + "\n"
