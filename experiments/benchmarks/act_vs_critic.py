@@ -1,0 +1,71 @@
+"""Is a stalled SQL run limited by its act or by its critic? (diagnostic, issue 11)
+
+Trains ``SQL("MlpPolicy", env)`` with its defaults for ``--steps`` env steps, then scores, on the
+same evaluation episodes, (1) the deterministic act, (2) the stochastic act, and (3) a much
+stronger search of the same learned critic: the argmax of min_i Q_i(s, a) over ``--candidates``
+draws of the defensive proposal mixture per step. If (3) is no better than (1), a better act
+cannot help: the critic is what limits the return.
+
+    python experiments/benchmarks/act_vs_critic.py --env-id Hopper-v5 --seed 1 --steps 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ebrl.agents import SQL
+from ebrl.proposals import defensive_sample
+
+
+def episodes(env_id: str, act: Callable[[np.ndarray], np.ndarray], n: int) -> list[float]:
+    """Returns of ``n`` episodes (env seeds 10000 + k) under ``act``."""
+    env, out = gym.make(env_id), []
+    for k in range(n):
+        obs, _ = env.reset(seed=10_000 + k)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        out.append(total)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-id", default="Hopper-v5")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--candidates", type=int, default=1024)
+    parser.add_argument("--episodes", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = SQL("MlpPolicy", args.env_id, seed=args.seed, device="cpu")
+    start = time.process_time()
+    model.learn(args.steps, progress_bar=True)
+    print(f"trained {args.steps} steps in {time.process_time() - start:.0f} CPU s")
+    policy = model.policy
+
+    def search(obs: np.ndarray) -> np.ndarray:
+        states = torch.as_tensor(obs, dtype=torch.float32)[None]
+        with torch.no_grad():
+            draw = defensive_sample(policy.boltzmann.proposal, states, args.candidates, policy.defensive)
+            energy = policy.energy(states.expand(args.candidates, -1), draw.actions[0])
+        return draw.actions[0, energy.argmin()].numpy()
+
+    acts = {"deterministic act": lambda o: model.predict(o, deterministic=True)[0],
+            "stochastic act": lambda o: model.predict(o, deterministic=False)[0],
+            f"argmax of min-Q over {args.candidates} candidates": search}
+    for name, act in acts.items():
+        returns = episodes(args.env_id, act, args.episodes)
+        print(f"{name}: mean {np.mean(returns):.1f} ({' / '.join(f'{r:.0f}' for r in returns)})")
+
+
+if __name__ == "__main__":
+    main()
