@@ -331,10 +331,6 @@ def nearest_distances(z: np.ndarray, train: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(d2, 0, None).min(1))
 
 
-def nearest_distance(z: np.ndarray, train: np.ndarray) -> float:
-    return float(nearest_distances(z, train).mean())
-
-
 def sample_scores(z: np.ndarray, ref: np.ndarray, train: np.ndarray, labels: np.ndarray, clf) -> dict:
     """MMD² to ``ref`` at the median distance h of ``ref`` and at h/2, SVC accuracy on the
     intended labels, mean distance to the nearest training digit."""
@@ -372,11 +368,10 @@ def generation_seed(seed: int, per_class: int, design: dict) -> tuple[dict, dict
     # Reference: real training digits against the same test digits for MMD²; the classifier on the
     # real test digits, and the test digits' own distance to their nearest training digit (what a
     # model that does not copy its training digits should be near).
-    h = median_distance(test)
+    h, near = median_distance(test), nearest_distances(test, train)
     out = {REAL_ROW: {"mmd2": mmd2(real, test, h), "mmd2_half": mmd2(real, test, h / 2),
                       "accuracy": float(clf.score(test, d["ytest"])),
-                      "nearest_train": nearest_distance(test, train),
-                      "near_copies": float((nearest_distances(test, train) < NEAR_COPY).mean())}}
+                      "nearest_train": float(near.mean()), "near_copies": float((near < NEAR_COPY).mean())}}
     for name, z in samples.items():
         out[name] = sample_scores(z, test, train, labels, clf)
     return out, samples
