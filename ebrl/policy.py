@@ -282,6 +282,47 @@ class BoltzmannPolicy:
         """
         n = check_int("n", n, minimum=2)
         states, single = self._states(states)
+        _, log_w = self._weighted_particles(states, n, generator)
+        log_z, stderr = importance_log_z(log_w)
+        return (log_z[0], stderr[0]) if single else (log_z, stderr)
+
+    def energy_quantile(
+        self, actions: Tensor, states: Tensor, n: int = 1024, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """P_{a' ~ pi(.|s)}[E(s, a') < E(s, a)]: where an action's energy falls in the distribution
+        of the policy's own energies at that state, in [0, 1].
+
+        For a' ~ pi the value is uniform on [0, 1] at every state (the probability integral
+        transform of E(s, a')), so unlike E(s, a) or -log pi(a|s) it needs no per-state offset or
+        scale to be compared across states: the policy's mode scores 0, an action as unusual as a
+        typical draw scores about 1/2. Estimated by self-normalised importance sampling over the
+        ``n`` particles of :meth:`log_partition`. ``actions`` is ``(batch, act_dim)`` or
+        ``(batch, k, act_dim)`` (k actions per state, one set of particles); returns
+        ``actions.shape[:-1]``.
+        """
+        n = check_int("n", n, minimum=2)
+        states, single = self._states(states)
+        check_tensor("actions", actions, last_dim=self.act_dim)
+        check_finite("actions", actions)
+        lead = actions.shape[:-1]
+        bad = actions.dim() > 2 if single else actions.dim() not in (2, 3) or lead[0] != len(states)
+        if bad:
+            raise ValueError(
+                f"actions must have shape (batch, act_dim) or (batch, k, act_dim) with the batch of states "
+                f"({tuple(states.shape)} given), got {tuple(actions.shape)}"
+            )
+        with torch.no_grad():
+            energies, log_w = self._weighted_particles(states, n, generator)
+            e = self.energy.energy(actions.reshape(len(states), -1, self.act_dim), states)  # (batch, k)
+            weights = torch.softmax(log_w, dim=-1)  # (batch, n)
+            below = (energies[:, None, :] < e[..., None]).to(weights.dtype)  # (batch, k, n)
+            return (below * weights[:, None, :]).sum(-1).reshape(lead)
+
+    def _weighted_particles(
+        self, states: Tensor, n: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """Energies E(s, a_i) ``(batch, n)`` at n importance particles per state and their
+        log-weights -E/alpha - log q(a_i) (uniform on the box, or the defensive mixture)."""
         dim = self.act_dim
         if self.proposal is None:
             a = torch.rand(
@@ -291,9 +332,8 @@ class BoltzmannPolicy:
             log_q = torch.full(a.shape[:-1], -dim * math.log(self.sampler.high - self.sampler.low))
         else:
             a, log_q, _ = defensive_sample(self.proposal, states, n, self.defensive, generator)
-        log_w = -self.energy.energy(a, states) / self.temperature - log_q.to(a)
-        log_z, stderr = importance_log_z(log_w)
-        return (log_z[0], stderr[0]) if single else (log_z, stderr)
+        energies = self.energy.energy(a, states)
+        return energies, -energies / self.temperature - log_q.to(a)
 
     def soft_value(self, states: Tensor, n: int = 1024, generator: torch.Generator | None = None) -> Tensor:
         """V(s) = alpha log Z(s) = alpha log ∫ exp(Q(s, a)/alpha) da (the soft state value)."""

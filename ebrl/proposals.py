@@ -16,7 +16,7 @@ Boltzmann policy pi(a|s) ∝ exp(-E(s, a)/alpha) uses it in three places (docs/a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -184,6 +184,32 @@ def defensive_draw(proposal: TanhGaussianProposal, states: Tensor, xi: Tensor, a
         # log q_phi at every draw from the same (mean, log std): one trunk pass for both.
         log_q = mixture_log_prob(_log_prob(mean, log_std, a), proposal.act_dim, n_u / n)
         return DefensiveDraw(a, log_q, _scale(mean[:, 0], log_std[:, 0]))
+
+
+def forward_kl_loss(
+    proposal: TanhGaussianProposal,
+    energy: Callable[[Tensor, Tensor], Tensor],
+    states: Tensor,
+    alpha: Tensor | float,
+    n: int,
+    defensive: float,
+) -> tuple[Tensor, Tensor]:
+    """alpha KL(pi || q_phi) up to a constant, for pi ∝ exp(-E(s, .)/alpha): the mass-covering fit.
+
+    The n draws a_k of the defensive mixture (what SIR draws when acting) get self-normalised
+    importance weights w_k ∝ exp(-E(s, a_k)/alpha) / q_mix(a_k), held fixed, and the loss is
+    -alpha sum_k w_k log q_phi(a_k|s), averaged over states: the wake-phase proposal update of
+    reweighted wake-sleep (Bornschein & Bengio 2015). Unlike the reverse KL, it is large wherever
+    pi has mass that q_phi misses, so q_phi widens to cover every mode. Returns ``(loss,
+    log_q)``: the loss (gradients reach phi only) and the detached log-density ``(batch, 1)`` of
+    one q_phi draw per state, for an entropy estimate.
+    """
+    with torch.no_grad():
+        particles, log_mix, _ = defensive_sample(proposal, states, n, defensive)
+        weights = torch.softmax(-energy(states, particles) / alpha - log_mix, dim=-1)
+    log_q = proposal.log_prob(states, particles)
+    # The uniform draws come first (defensive_draw), so the last one is a q_phi draw.
+    return -alpha * (weights * log_q).sum(-1).mean(), log_q[:, -1:].detach()
 
 
 def mala_first_step(scale: Tensor, log_step_scale: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ The math, top to bottom (one gradient step; docs/architecture.md has the data fl
     y = reward_scale r + gamma (1 - done) V(s')                           (soft Bellman target)
     L_Q = sum_j 1/2 (Q_j(s, a) - y)^2                                     (critic loss)
     L_phi = E_{a ~ q_phi(.|s)} [alpha log q_phi(a|s) - min_j Q_j(s, a)]  (reverse KL to pi, reparameterised)
+      or  -sum_k w_k log q_phi(a_k|s), w = softmax(Q/alpha - log q_mix)  (forward KL, proposal_loss='forward')
     theta_target <- tau theta + (1 - tau) theta_target                    (Polyak)
 
 With ``alpha="auto"`` log alpha follows SAC's temperature loss with the Boltzmann entropy estimate
@@ -45,10 +46,11 @@ from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMix
 from ebrl.agents.common.updates import make_optimizer, polyak
 from ebrl.agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
-from ebrl.proposals import defensive_sample
+from ebrl.proposals import defensive_sample, forward_kl_loss
 from ebrl.validation import check_choice, check_int, check_positive_float
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
+PROPOSAL_LOSSES = ("reverse", "forward")
 
 
 def parse_alpha(alpha: float | str) -> tuple[float, bool]:
@@ -70,15 +72,16 @@ def parse_alpha(alpha: float | str) -> tuple[float, bool]:
     return check_positive_float("alpha", alpha), False
 
 
-def check_value_estimator(value_estimator: str, policy_kwargs: dict[str, Any] | None) -> str:
-    """One of ``ESTIMATORS``; ``"proposal"`` needs the policy's proposal."""
-    check_choice("value_estimator", value_estimator, ESTIMATORS)
-    if value_estimator == "proposal" and not (policy_kwargs or {}).get("proposal", True):
-        raise ValueError(
-            "value_estimator='proposal' needs the policy's proposal, but policy_kwargs has "
-            "proposal=False: choose value_estimator 'uniform', 'stratified' or 'mixture'"
-        )
-    return value_estimator
+def check_proposal_use(estimator: str, loss: str, policy_kwargs: dict[str, Any] | None) -> None:
+    """``value_estimator`` in ``ESTIMATORS``, ``proposal_loss`` in ``PROPOSAL_LOSSES``; the
+    estimator ``"proposal"`` and the loss ``"forward"`` need the policy's proposal."""
+    check_choice("value_estimator", estimator, ESTIMATORS)
+    check_choice("proposal_loss", loss, PROPOSAL_LOSSES)
+    for name, value, other in (("value_estimator", estimator, "'uniform', 'stratified' or 'mixture'"),
+                               ("proposal_loss", loss, "'reverse' (unused without a proposal)")):
+        if value in ("proposal", "forward") and not (policy_kwargs or {}).get("proposal", True):
+            raise ValueError(f"{name}={value!r} needs the policy's proposal, but policy_kwargs has "
+                             f"proposal=False: choose {name} {other}")
 
 
 def check_target_entropy(target_entropy: float | str) -> float | str:
@@ -125,6 +128,12 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             or ``"mixture"`` (half the particles uniform, half from one resampling step of the
             derivative-free sampler in a defensive mixture with a known density; see
             :func:`ebrl.estimators.mixture_soft_value`).
+        proposal_loss: how q_phi is fitted to pi: ``"reverse"`` (the default; KL(q || pi), SAC's
+            actor loss: mode-seeking, sharp) or ``"forward"`` (KL(pi || q) by self-normalised
+            importance sampling over the act's ``n_candidates`` defensive-mixture draws per
+            state, the wake-phase update of reweighted wake-sleep, Bornschein & Bengio 2015:
+            mass-covering, so that a multimodal pi keeps every mode among the SIR candidates;
+            it costs ``n_candidates`` critic evaluations per state and proposal step).
         target_update_interval: gradient steps between Polyak updates.
         proposal_update_interval: gradient steps between updates of the proposal q_phi (2: the
             delayed policy update of TD3, Fujimoto et al. 2018). The proposal only starts the
@@ -161,6 +170,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         reward_scale: float = 1.0,
         n_particles: int = 2,
         value_estimator: str = "proposal",
+        proposal_loss: str = "reverse",
         target_update_interval: int = 1,
         proposal_update_interval: int = 2,
         max_divergences: int = DEFAULT_MAX_DIVERGENCES,
@@ -179,7 +189,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         target_entropy = check_target_entropy(target_entropy)
         reward_scale = check_positive_float("reward_scale", reward_scale)
         n_particles = check_int("n_particles", n_particles, minimum=1)
-        check_value_estimator(value_estimator, policy_kwargs)
+        check_proposal_use(value_estimator, proposal_loss, policy_kwargs)
         for name, value in (("target_update_interval", target_update_interval),
                             ("proposal_update_interval", proposal_update_interval)):
             check_int(name, value, minimum=1)
@@ -200,6 +210,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         # The settings as given, grouped: temperature; target; update schedule; guard.
         self.alpha, self.target_entropy = alpha, target_entropy
         self.reward_scale, self.n_particles, self.value_estimator = reward_scale, n_particles, value_estimator
+        self.proposal_loss = proposal_loss
         self.target_update_interval = target_update_interval
         self.proposal_update_interval, self.max_divergences = proposal_update_interval, max_divergences
         self._alpha_init, self._alpha_auto = alpha_init, alpha_auto
@@ -324,13 +335,18 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         alpha: torch.Tensor,
         stats: dict[str, list[torch.Tensor]],
     ) -> None:
-        """One step of the proposal toward pi ∝ exp(-E/alpha): the reverse KL E_q[alpha log q + E]
-        with the energy the Boltzmann policy samples (SAC's actor loss). Gradients reach phi only:
-        the critics' weight gradients are not even computed."""
+        """One step of the proposal toward pi ∝ exp(-E/alpha), E the energy the Boltzmann policy
+        samples: the reverse KL E_q[alpha log q + E] (SAC's actor loss) or the forward KL
+        (:func:`~ebrl.proposals.forward_kl_loss`). Gradients reach phi only."""
+        policy = self.policy
         assert self.proposal is not None
-        actions, log_q = self.proposal.rsample(states, 1)
-        q_pi = -self.policy.energy(states, actions)
-        proposal_loss = (alpha * log_q - q_pi).mean()
+        if self.proposal_loss == "forward":
+            proposal_loss, log_q = forward_kl_loss(
+                self.proposal, policy.energy, states, alpha, policy.n_candidates, policy.defensive
+            )
+        else:
+            actions, log_q = self.proposal.rsample(states, 1)
+            proposal_loss = (alpha * log_q + policy.energy(states, actions)).mean()
         optimizer.zero_grad()
         proposal_loss.backward(inputs=list(self.proposal.parameters()))
         # A non-finite proposal gradient skips the proposal's step only (counted).

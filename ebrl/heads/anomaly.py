@@ -22,7 +22,9 @@ class AnomalyScorer:
     ``score(actions, context=states)`` is E(s, a); ``score_states(states)`` is the state's free
     energy F(s) = -alpha log Z(s) = -V(s) (the negative soft value, Haarnoja et al. 2017, eq. 10)
     with log Z by uniform importance sampling; ``score_normalized(actions, states)`` is
-    -log pi(a|s) = E(s, a)/alpha + log Z(s), which removes each state's offset. A Q-function is
+    -log pi(a|s) = E(s, a)/alpha + log Z(s), which removes each state's offset, and
+    ``score_quantile(actions, states)`` is the share of pi's own actions with lower energy, which
+    removes each state's spread as well (uniform on [0, 1] for pi's draws). A Q-function is
     not trained off its state distribution, so none of these flags states an agent has not seen;
     :meth:`for_agent` builds the head that does, a density over the agent's replay buffer.
 
@@ -125,6 +127,18 @@ class AnomalyScorer:
         with torch.no_grad():
             log_z, _ = policy.log_partition(states, n=self.n_partition, generator=generator)
         return e / policy.temperature + log_z.reshape(-1, *[1] * (e.dim() - 1))
+
+    def score_quantile(
+        self, actions: Tensor, states: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """P_{a' ~ pi(.|s)}[E(s, a') < E(s, a)]: the share of the Boltzmann policy's own actions at
+        s with lower energy than ``actions``, in [0, 1] (:meth:`BoltzmannPolicy.energy_quantile`).
+
+        Uniform on [0, 1] at every state for the policy's own draws, so scores of different
+        states compare directly (E(s, a) carries each state's offset V(s), and -log pi(a|s) its
+        spread log Z); the policy's mode scores 0. Shapes as in :meth:`score_normalized`."""
+        policy = self._policy()
+        return policy.energy_quantile(actions, states, n=self.n_partition, generator=generator)
 
     def fit_threshold(self, x_normal: Tensor, fpr: float = 0.05, context: Tensor | None = None) -> float:
         """Set the threshold to the (1 - fpr) quantile of the scores of normal data, so that a

@@ -106,6 +106,9 @@ RENAMED = {"SQLPolicy.search_steps": "SQLPolicy.n_steps"}
 # compile_act (default "auto") only chooses how the same act is executed (eager ops or one compiled
 # function): not a setting of the algorithm, so adding it did not change the defaults' hash.
 DEPRECATED = {"SQLPolicy.n_steps", "SQLPolicy.compile_act"}
+# Keywords added later whose default reproduces what SQL did before they existed: left out of the
+# hash while they keep that default (proposal_loss "reverse" is the only loss there was).
+ADDED_AT_OLD_BEHAVIOUR = {"SQL.proposal_loss": "'reverse'"}
 # The default sampler's own settings (make_sampler's per-kind defaults, not keyword defaults of SQL
 # or its policy) as they were when the committed SQL runs were made; any change to them enters the
 # hash, so that such a change invalidates old runs instead of silently reusing them.
@@ -126,6 +129,7 @@ def sql_source_text() -> str:
         for cls in (SQL, SQLPolicy)
         for name, p in inspect.signature(cls.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty and f"{cls.__name__}.{name}" not in DEPRECATED
+        and ADDED_AT_OLD_BEHAVIOUR.get(f"{cls.__name__}.{name}") != repr(p.default)
     }
     sampler = default_sampler_settings()
     if sampler != FROZEN_SAMPLER:

@@ -74,6 +74,18 @@ def test_auto_alpha_moves_and_is_logged() -> None:
     assert np.isfinite(logged["train/q_loss"])
 
 
+def test_forward_proposal_loss_trains_the_proposal_only_through_its_own_loss() -> None:
+    """proposal_loss='forward' fits q_phi by the self-normalised forward KL: the proposal moves,
+    its loss and entropy are logged finite, and the critics' update is the same code path."""
+    model = tiny_sql("Pendulum-v1", seed=0, proposal_loss="forward")
+    before = [p.detach().clone() for p in model.proposal.parameters()]
+    model.learn(120)
+    model.train(2, 32)
+    logged = model.logger.name_to_value
+    assert np.isfinite(logged["train/proposal_loss"]) and np.isfinite(logged["train/proposal_entropy"])
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.proposal.parameters(), strict=True))
+
+
 def test_mala_logs_acceptance() -> None:
     model = tiny_sql("Pendulum-v1", {"sampler": "mala", "search_steps": 4}, seed=0)
     model.learn(100)
@@ -256,6 +268,13 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"policy_kwargs": {"n_chain": 4}}, TypeError, "n_chain"),
         (lambda: "Pendulum-v1", {"proposal_update_interval": 0}, ValueError, "proposal_update_interval"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"proposal": False}}, ValueError, "value_estimator"),
+        (lambda: "Pendulum-v1", {"proposal_loss": "kl"}, ValueError, "proposal_loss"),
+        (
+            lambda: "Pendulum-v1",
+            {"proposal_loss": "forward", "value_estimator": "uniform", "policy_kwargs": {"proposal": False}},
+            ValueError,
+            "proposal_loss",
+        ),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"n_candidates": 0}}, ValueError, "n_candidates"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 0.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 2.0}}, ValueError, "defensive"),
