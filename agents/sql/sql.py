@@ -103,10 +103,10 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         env: the environment (or its Gymnasium id).
         learning_rate: learning rate of the critics and the proposal (constant or schedule).
         buffer_size: replay buffer size.
-        learning_starts: env steps of uniformly random actions before learning starts.
+        learning_starts: env steps of uniform random actions before learning (10 000, rl-zoo's
+            MuJoCo value, chosen on the tuning set: experiments/results/sql_tuning.md).
         batch_size: minibatch size.
-        tau: Polyak coefficient of the target critics (0.005).
-        gamma: discount factor.
+        tau, gamma: Polyak coefficient of the target critics (0.005); discount factor.
         train_freq: update the model every ``train_freq`` steps (or ``(n, "episode")``).
         gradient_steps: gradient steps per rollout (-1: as many as env steps collected).
         action_noise: optional extra action noise (SB3's ``ActionNoise``), rarely useful here.
@@ -154,7 +154,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         env: GymEnv | str | None,
         learning_rate: float | Schedule = 3e-4,
         buffer_size: int = 1_000_000,
-        learning_starts: int = 100,
+        learning_starts: int = 10_000,
         batch_size: int = 256,
         tau: float = 0.005,
         gamma: float = 0.99,

@@ -800,22 +800,25 @@ NOTES = [
     "RL: E(s, a) pooled over states mostly ranks states (each state's energy has its own offset, V(s)), "
     "so it separates actions less than -log π(a|s) = E/α + log Z(s), which removes the offset. F(s) = "
     "-V(s) is the negative soft value, not a density: it is high for states from which the return is "
-    "poor. Here it separates the trained agents' states (mostly near upright) from uniform ones (table "
-    "above), because on Pendulum most unvisited states are also bad ones; in the earlier version of this "
-    "table (a 3000-step agent, positives the last 1000 buffer pairs, many of them still swinging up) it "
-    "gave 0.478. The replay density -log p(s) flags what the agent has not seen whatever its value: 0.99 "
-    "or more for every agent against the observation box. A density fitted on the buffer would score its "
-    "own points, so the positives are fresh episodes of the trained agents, not buffer pairs. For actions"
-    " the replay density is conditional, -log p(a|s) = -log p(s, a) + log p(s) (the same kernels; "
-    "bandwidth by the leave-one-out conditional likelihood of the buffer), so a state's own rarity "
-    "cancels as it does in -log π; it does not reach the 0.8 target: the buffer mixes the actions of "
-    "every policy of training (uniform ones for the first 200 steps, then a stochastic policy whose "
-    "spread at α ≈ 0.14 is of the order of the 0.5 perturbation), so the buffer's p(a|s) is wide, and "
-    "-log π of the final policy separates better (0.72 deployed, 0.78 for the policy's own draws). An "
-    "earlier run of the RL section at 5000 steps (same command with --rl-steps 5000; agent returns -51 / "
-    "-173 / -745, the last agent not yet trained) gave unseen states 0.927 (0.997 / 0.987 / 0.797) and "
-    "perturbed deployed actions 0.690 (0.843 / 0.676 / 0.552): the one agent above 0.8 was the best "
-    "trained one.",
+    "poor, and it separates the trained agents' states (mostly near upright) from uniform ones because on "
+    "Pendulum most unvisited states are also bad ones. The replay density -log p(s) flags what the agent "
+    "has not seen whatever its value: 0.99 against the observation box. A density fitted on the buffer "
+    "would score its own points, so the positives are fresh episodes of the trained agents, not buffer "
+    "pairs. For actions the replay density is conditional, -log p(a|s) = -log p(s, a) + log p(s) (the "
+    "same kernels; bandwidth by the leave-one-out conditional likelihood of the buffer), so a state's own "
+    "rarity cancels as it does in -log π.",
+    "",
+    "RL, the energy quantile (2026-12-03): P_π(E(s, a') < E(s, a)) is uniform on [0, 1] for the policy's "
+    "own draws at every state, so it also removes each state's spread, which -log π keeps (log Z); it was "
+    "declared the perturbed-action head before this run, on that argument alone. It does not help: "
+    "0.580 for deployed actions and 0.763 for the policy's own draws, against -log π's 0.587 and 0.778. "
+    "Deployed actions are not at the critic's energy minimum (the deterministic act is a short noise-free "
+    "search from the proposal's mode) and Pendulum's actions often sit at the box edge, where the clipped "
+    "perturbation leaves them unchanged. In this run the replay density separates deployed from perturbed "
+    "actions at 0.837 (lowest seed 0.819), above the 0.8 target; the same head gave 0.671 (lowest 0.614) "
+    "on the agents of the previous run of this section (2026-12-02 code, before the n_particles, "
+    "compiled-act and MALA changes), so the figure depends on the agent as much as on the head. The "
+    "agents here are SQL with learning_starts=200 and otherwise the defaults of the code they ran on.",
 ]
 
 
