@@ -814,8 +814,9 @@ NOTES = [
     "0.580 for deployed actions and 0.763 for the policy's own draws, against -log π's 0.587 and 0.778. "
     "Two likely reasons, neither measured here: deployed actions need not sit at the critic's energy "
     "minimum (the deterministic act is a short noise-free search from the proposal's mode), and Pendulum's "
-    "actions often sit at the box edge, where the clipped perturbation leaves them unchanged. In this run the replay density separates deployed from perturbed "
-    "actions at 0.837 (lowest seed 0.819), above the 0.8 target; the same head gave 0.671 (lowest 0.614) "
+    "actions often sit at the box edge, where the clipped perturbation leaves them unchanged. In this run "
+    "the replay density separates deployed from perturbed actions at 0.837 (lowest seed 0.819), above "
+    "the 0.8 target; the same head gave 0.671 (lowest 0.614) "
     "on the agents of the previous run of this section (2026-12-02 code, before the n_particles, "
     "compiled-act and MALA changes), so the figure depends on the agent as much as on the head. The "
     "agents here are SQL with learning_starts=200 and otherwise the defaults of the code they ran on.",
