@@ -197,10 +197,13 @@ NOTES = """Notes:
   the final CartPole point is at 50,176; at exactly 50,000 DiscreteSQL scored 500 / 500 / 492.
 - Steps per second exclude evaluation time. The machine was shared with other jobs, so the wall
   figures vary with load; the CPU-time figures (process time) are the fairer speed comparison.
-- SQL on Pendulum runs its frozen defaults (nothing passed: a learned proposal starts the
-  chains by SIR, 3 MALA steps on -min(Q1, Q2), M = 4 importance particles, alpha = "auto"); how
-  they were chosen: experiments/results/sql_tuning.md. Where the time goes:
-  experiments/results/sql_profile.md. Networks are the same size (2 x 256) for both.
+- SQL on Pendulum runs its frozen defaults (nothing passed: 10 000 uniform random steps before
+  learning, a learned proposal starts the chains by SIR, 3 MALA steps on -min(Q1, Q2), M = 2
+  importance particles, alpha = "auto"); how they were chosen: experiments/results/sql_tuning.md.
+  Where the time goes: experiments/results/sql_profile.md. Networks are the same size (2 x 256)
+  for both. SAC here uses SB3's defaults (learning from step 100), so SQL's whole-run steps/s
+  count 10 000 cheap random steps that SAC's do not: the speed ratio is not a per-update
+  comparison (that is sql_profile.md's).
 - DiscreteSQL (CartPole): alpha = 0.01 reached 500 by 30k steps on seed 0; alpha = 0.05 was not
   finished in the time available.
 """
