@@ -8,7 +8,9 @@ the agents check first and raise ``TypeError``/``ValueError`` naming the argumen
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.type_aliases import GymEnv
 
 from ebrl.agents.common.safe_load import inspect_model_file
-from ebrl.validation import check_fraction, check_int, check_positive_float
+from ebrl.validation import check_choice, check_fraction, check_int, check_positive_float
 
 # Spaces that SB3's preprocess_obs + flatten turn into one flat float vector (the energy's state).
 FLAT_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -179,6 +181,54 @@ def check_off_policy_args(
         check_int("train_freq", train_freq, minimum=1)
     if gradient_steps != -1:
         check_int("gradient_steps", gradient_steps, minimum=1)
+
+
+def parse_alpha(alpha: float | str) -> tuple[float, bool]:
+    """``alpha`` as (initial value, learned?): a float > 0, ``"auto"`` (start at 1.0) or ``"auto_<init>"``."""
+    if isinstance(alpha, str):
+        if alpha == "auto":
+            return 1.0, True
+        if alpha.startswith("auto_"):
+            try:
+                init = float(alpha[5:])
+            except ValueError:
+                init = math.nan
+            if not (math.isfinite(init) and init > 0):
+                raise ValueError(
+                    f"alpha must be a float > 0, 'auto' or 'auto_<init>' with init > 0, got {alpha!r}"
+                )
+            return init, True
+        raise ValueError(f"alpha must be a float > 0, 'auto' or 'auto_<init>', got {alpha!r}")
+    return check_positive_float("alpha", alpha), False
+
+
+def check_target_entropy(target_entropy: float | str) -> float | str:
+    """``"auto"``, ``"auto_<c>"`` (c finite: -c nats per action dimension) or a finite number."""
+    if isinstance(target_entropy, str):
+        if target_entropy.startswith("auto_"):
+            try:
+                per_dim = float(target_entropy[5:])
+            except ValueError:
+                per_dim = math.nan
+            if not math.isfinite(per_dim):
+                raise ValueError(f"target_entropy 'auto_<c>' needs a finite number c (nats per action "
+                                 f"dimension, the target is -c dim(A)), got {target_entropy!r}")
+            return target_entropy
+        return check_choice("target_entropy", target_entropy, ["auto", "auto_<c>"])
+    if isinstance(target_entropy, bool) or not isinstance(target_entropy, Real):
+        raise TypeError(f"target_entropy must be 'auto' or a real number, got {target_entropy!r}")
+    if not math.isfinite(target_entropy):
+        raise ValueError(f"target_entropy must be finite, got {target_entropy!r}")
+    return float(target_entropy)
+
+
+def resolve_target_entropy(target_entropy: float | str, action_space: spaces.Box) -> float:
+    """The entropy target in nats for ``action_space``: ``"auto"`` is SAC's -dim(A), ``"auto_<c>"``
+    is -c dim(A), a number is itself."""
+    if isinstance(target_entropy, str):
+        per_dim = 1.0 if target_entropy == "auto" else float(target_entropy[5:])
+        return -per_dim * float(np.prod(action_space.shape))
+    return float(target_entropy)
 
 
 class CheckedLoadMixin:

@@ -22,8 +22,6 @@ q_phi = pi and M = 1 the target is SAC's Q - alpha log pi. Without a proposal
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -41,6 +39,9 @@ from ebrl.agents.common.checks import (
     check_action_space_box,
     check_off_policy_args,
     check_policy_and_env,
+    check_target_entropy,
+    parse_alpha,
+    resolve_target_entropy,
 )
 from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from ebrl.agents.common.updates import make_optimizer, polyak
@@ -53,25 +54,6 @@ SelfSQL = TypeVar("SelfSQL", bound="SQL")
 PROPOSAL_LOSSES = ("reverse", "forward")
 
 
-def parse_alpha(alpha: float | str) -> tuple[float, bool]:
-    """``alpha`` as (initial value, learned?): a float > 0, ``"auto"`` (start at 1.0) or ``"auto_<init>"``."""
-    if isinstance(alpha, str):
-        if alpha == "auto":
-            return 1.0, True
-        if alpha.startswith("auto_"):
-            try:
-                init = float(alpha[5:])
-            except ValueError:
-                init = math.nan
-            if not (math.isfinite(init) and init > 0):
-                raise ValueError(
-                    f"alpha must be a float > 0, 'auto' or 'auto_<init>' with init > 0, got {alpha!r}"
-                )
-            return init, True
-        raise ValueError(f"alpha must be a float > 0, 'auto' or 'auto_<init>', got {alpha!r}")
-    return check_positive_float("alpha", alpha), False
-
-
 def check_proposal_use(estimator: str, loss: str, policy_kwargs: dict[str, Any] | None) -> None:
     """``value_estimator`` in ``ESTIMATORS``, ``proposal_loss`` in ``PROPOSAL_LOSSES``; the
     estimator ``"proposal"`` and the loss ``"forward"`` need the policy's proposal."""
@@ -82,17 +64,6 @@ def check_proposal_use(estimator: str, loss: str, policy_kwargs: dict[str, Any] 
         if value in ("proposal", "forward") and not (policy_kwargs or {}).get("proposal", True):
             raise ValueError(f"{name}={value!r} needs the policy's proposal, but policy_kwargs has "
                              f"proposal=False: choose {name} {other}")
-
-
-def check_target_entropy(target_entropy: float | str) -> float | str:
-    """``"auto"`` or a finite number (nats; negative is usual for continuous actions)."""
-    if isinstance(target_entropy, str):
-        return check_choice("target_entropy", target_entropy, ["auto"])
-    if isinstance(target_entropy, bool) or not isinstance(target_entropy, Real):
-        raise TypeError(f"target_entropy must be 'auto' or a real number, got {target_entropy!r}")
-    if not math.isfinite(target_entropy):
-        raise ValueError(f"target_entropy must be finite, got {target_entropy!r}")
-    return float(target_entropy)
 
 
 class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
@@ -115,7 +86,8 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         alpha: the temperature alpha of pi ∝ exp(Q/alpha) (the paper's alpha; > 0), or ``"auto"``
             (the default, start at 1) / ``"auto_<init>"`` to learn log alpha toward
             ``target_entropy`` as SAC does.
-        target_entropy: entropy aimed for with a learned alpha (``"auto"``: -dim(A), as in SAC).
+        target_entropy: entropy aimed for with a learned alpha, in nats (``"auto"``: -dim(A), as in
+            SAC; ``"auto_<c>"``: -c dim(A), e.g. ``"auto_0.5"`` for half a nat less per dimension).
         reward_scale: multiplies rewards in the target (the paper's reward scale; equivalent to
             dividing alpha by it).
         n_particles: M, importance-sampling particles per next state for the soft value. 2 (from
@@ -222,9 +194,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.policy_kwargs = {**self.policy_kwargs, "temperature": self._alpha_init}
         super()._setup_model()
         self._create_aliases()
-        if self.target_entropy == "auto":
-            self.target_entropy = -float(np.prod(self.action_space.shape))
-        self.target_entropy = float(self.target_entropy)
+        self.target_entropy = resolve_target_entropy(self.target_entropy, self.action_space)
         # Not a copy: alpha lives in one place, the policy's log_temperature buffer, which the
         # acting Boltzmann policy reads (docs/architecture.md, "Where each concept lives").
         self.log_alpha = self.policy.log_temperature

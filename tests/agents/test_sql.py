@@ -59,6 +59,14 @@ def test_samplers_estimators_and_warm_start(policy_kwargs: dict, estimator: str)
     assert np.isfinite(model.logger.name_to_value["train/soft_value"])
 
 
+@pytest.mark.parametrize(("target_entropy", "expected"), [("auto", -2.0), ("auto_0.5", -1.0), (-0.25, -0.25)])
+def test_target_entropy_resolves_per_action_dimension(target_entropy: str | float, expected: float) -> None:
+    import ebrl.envs  # noqa: F401  (registers ebrl/MultiGoal-v0, a 2-D action task)
+
+    model = SQL("MlpPolicy", "ebrl/MultiGoal-v0", target_entropy=target_entropy, seed=0)
+    assert model.target_entropy == pytest.approx(expected)
+
+
 def test_auto_alpha_moves_and_is_logged() -> None:
     model = tiny_sql("Pendulum-v1", seed=0, alpha="auto_0.5", target_entropy=-1.0)
     model.learn(200)
@@ -252,6 +260,9 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"reward_scale": 0}, ValueError, "reward_scale"),
         (lambda: "Pendulum-v1", {"value_estimator": "svgd"}, ValueError, "value_estimator"),
         (lambda: "Pendulum-v1", {"target_entropy": "high"}, ValueError, "target_entropy"),
+        (lambda: "Pendulum-v1", {"target_entropy": "auto_half"}, ValueError, "target_entropy"),
+        (lambda: "Pendulum-v1", {"target_entropy": "auto_inf"}, ValueError, "target_entropy"),
+        (lambda: "Pendulum-v1", {"target_entropy": float("nan")}, ValueError, "target_entropy"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"n_chains": 0}}, ValueError, "n_chains"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"explore_chains": 0}}, ValueError, "explore_chains"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"search_steps": 0}}, ValueError, "search_steps"),
