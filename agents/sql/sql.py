@@ -86,8 +86,9 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         alpha: the temperature alpha of pi ∝ exp(Q/alpha) (the paper's alpha; > 0), or ``"auto"``
             (the default, start at 1) / ``"auto_<init>"`` to learn log alpha toward
             ``target_entropy`` as SAC does.
-        target_entropy: entropy aimed for with a learned alpha, in nats (``"auto"``: -dim(A), as in
-            SAC; ``"auto_<c>"``: -c dim(A), e.g. ``"auto_0.5"`` for half a nat less per dimension).
+        target_entropy: entropy aimed for with a learned alpha, in nats: ``"auto_<c>"`` is -c dim(A),
+            ``"auto"`` SAC's -dim(A). The default ``"auto_0.5"`` (a warmer policy than SAC's target)
+            was chosen on the tuning set (experiments/results/sql_tuning.md).
         reward_scale: multiplies rewards in the target (the paper's reward scale; equivalent to
             dividing alpha by it).
         n_particles: M, importance-sampling particles per next state for the soft value. 2 (from
@@ -138,7 +139,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         optimize_memory_usage: bool = False,
         n_steps: int = 1,
         alpha: float | str = "auto",
-        target_entropy: float | str = "auto",
+        target_entropy: float | str = "auto_0.5",
         reward_scale: float = 1.0,
         n_particles: int = 2,
         value_estimator: str = "proposal",
