@@ -216,7 +216,7 @@ def check_target_entropy(target_entropy: float | str) -> float | str:
             return target_entropy
         return check_choice("target_entropy", target_entropy, ["auto", "auto_<c>"])
     if isinstance(target_entropy, bool) or not isinstance(target_entropy, Real):
-        raise TypeError(f"target_entropy must be 'auto' or a real number, got {target_entropy!r}")
+        raise TypeError(f"target_entropy must be 'auto', 'auto_<c>' or a real number, got {target_entropy!r}")
     if not math.isfinite(target_entropy):
         raise ValueError(f"target_entropy must be finite, got {target_entropy!r}")
     return float(target_entropy)
