@@ -38,6 +38,11 @@ run as Ray Tune trials through :func:`ebrl.experiments.sweep.run_parallel` (one 
 each; ``--max-concurrent`` at a time; ``--address auto`` for a Ray cluster), which also gives
 Ray-level resume of an identical interrupted command.
 
+Adopting runs. When a tuning candidate becomes SQL's defaults, its tuning runs are runs of the new
+defaults: ``--adopt-runs experiments/results/sql_tuning_candidates_runs.jsonl <hash>`` copies the SQL
+runs with that settings hash into the jsonl under today's hash, after checking that every keyword
+argument they passed is a default now; each copy records ``adopted_from`` and the md says so.
+
 Outputs are always rebuilt from the whole jsonl (the runs whose key matches the current settings),
 so an interrupted or partial benchmark still writes ``<out-prefix>.json``, ``.md`` and ``.png``.
 
@@ -193,6 +198,38 @@ def append_run(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def adopt_runs(src: Path, old_hash: str, jsonl: Path, sql_settings: dict[str, Any]) -> int:
+    """Copy into ``jsonl``, as runs of SQL's defaults, the SQL runs of ``src`` with settings hash
+    ``old_hash`` (the tuning runs of the candidate that became the defaults need not be trained twice).
+
+    The hash names the code and defaults those runs had; the caller vouches that those differ from
+    today's only in the keyword arguments the runs passed, and this checks that every one of those
+    arguments is today's default. Each copy keeps its command and records what it was (``adopted_from``).
+    """
+    import inspect
+
+    from ebrl.agents.sql import SQL
+
+    defaults = {name: p.default for name, p in inspect.signature(SQL.__init__).parameters.items()}
+    runs = [r for r in load_runs(src) if r["algo"] == "SQL" and r["settings_hash"] == old_hash]
+    for r in runs:  # every run is checked before any is written
+        wrong = {k: v for k, v in r["kwargs"].items() if k not in defaults or defaults[k] != v}
+        if wrong:
+            raise ValueError(f"runs with settings hash {old_hash} passed {wrong}, which are not SQL's "
+                             "defaults today: they are not runs of the defaults")
+    have = {run_key(r) for r in load_runs(jsonl)}
+    n = 0
+    for r in runs:
+        copy = {**r, "kwargs": sql_settings["kwargs"], "settings_hash": sql_settings["hash"],
+                "adopted_from": {"file": src.name, "kwargs": r["kwargs"], "settings_hash": old_hash,
+                                 "why": "trained with keyword arguments that are now SQL's defaults"}}
+        if run_key(copy) not in have:
+            append_run(jsonl, copy)
+            have.add(run_key(copy))
+            n += 1
+    return n
 
 
 # ---------------------------------------------------------------- one run (inside a Ray worker)
@@ -438,6 +475,13 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                       "`speed_note` in the runs file (they ran on an oversubscribed or slower machine, "
                       "so their CPU time is not comparable; their returns count). Side-by-side speed: "
                       "experiments/results/sql_profile.md.", ""]
+        adopted = [r for r in meta["runs"] if r["task"] == task and r.get("adopted_from")]
+        if adopted:
+            src = adopted[0]["adopted_from"]
+            which = ", ".join(f"{r['algo']} seed {r['seed']}" for r in adopted)
+            lines += [f"Adopted runs: {which} were "
+                      f"trained as a tuning candidate with `{src['kwargs']}` (file {src['file']}, "
+                      f"settings hash {src['settings_hash']}), arguments that are SQL's defaults now.", ""]
         few = [f"{algo}: {len(s[algo]['seeds'])} seed(s) ({', '.join(map(str, s[algo]['seeds']))})"
                for algo in ALGOS if algo in s and len(s[algo]["seeds"]) < 3]
         if few:
@@ -512,7 +556,7 @@ def write_outputs(prefix: Path, jsonl: Path, args: argparse.Namespace, settings:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(
         json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
-    md = markdown(summary, meta)
+    md = markdown(summary, {**meta, "runs": runs})
     prefix.with_suffix(".md").write_text(md)
     plot(runs, tasks, prefix.with_suffix(".png"))
     return md
@@ -566,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sql-kwargs", default="{}",
                         help='JSON keyword arguments added to SQL\'s (a different settings hash), e.g. '
                              '\'{"policy_kwargs": {"compile_act": true}}\'')
+    parser.add_argument("--adopt-runs", nargs=2, default=None, metavar=("JSONL", "HASH"),
+                        help="first copy in, as runs of SQL's defaults, the SQL runs of JSONL with settings "
+                             "hash HASH: the tuning runs of the candidate that became the defaults")
     args = parser.parse_args(argv)
 
     # absolute: Ray runs each trial in its own directory
@@ -580,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
             kwargs = {**kwargs, **json.loads(args.sql_kwargs)}
         settings[algo] = {"kwargs": kwargs, "hash": settings_hash(algo, kwargs)}
 
+    if args.adopt_runs is not None:
+        if args.sql_kwargs != "{}":
+            parser.error("--adopt-runs copies runs as runs of SQL's defaults: it takes no --sql-kwargs")
+        src, old_hash = Path(args.adopt_runs[0]), args.adopt_runs[1]
+        print(f"adopted {adopt_runs(src, old_hash, jsonl, settings['SQL'])} run(s) from {src}")
     failed: Exception | None = None
     if not args.report_only:
         # seed-major (every task gets seed 0 first), the algorithms of a seed next to each other

@@ -1,0 +1,52 @@
+"""The MuJoCo suite's bookkeeping (no MuJoCo needed): which candidate runs count as runs of the defaults."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_suite():
+    path = ROOT / "experiments" / "benchmarks" / "mujoco_suite.py"
+    spec = importlib.util.spec_from_file_location("mujoco_suite", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adopt_runs_takes_only_runs_whose_arguments_are_todays_defaults(tmp_path):
+    suite = load_suite()
+    import inspect
+
+    from ebrl.agents.sql import SQL
+
+    default_te = inspect.signature(SQL.__init__).parameters["target_entropy"].default
+    base = {"task": "halfcheetah", "algo": "SQL", "steps": 50_000, "eval_every": 5000, "eval_episodes": 10,
+            "device": "cpu", "learn_from": 10_000, "settings_hash": "cand", "command": "x",
+            "final_return": 1.0}
+    src = tmp_path / "candidates_runs.jsonl"
+    rows = [{**base, "seed": 0, "kwargs": {"target_entropy": default_te}},  # the candidate: adopted
+            # another candidate, and the old defaults, whose arguments are today's defaults too:
+            # only the named hash says which runs had today's effective settings
+            {**base, "seed": 1, "kwargs": {"learning_rate": 1e-3}, "settings_hash": "other"},
+            {**base, "seed": 2, "kwargs": {"learning_starts": 10_000}, "settings_hash": "old"},
+            {**base, "seed": 3, "algo": "SAC", "kwargs": {"target_entropy": default_te}}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dst = tmp_path / "mujoco_runs.jsonl"
+    sql = {"kwargs": {}, "hash": suite.settings_hash("SQL", {})}
+
+    assert suite.adopt_runs(src, "cand", dst, sql) == 1
+    (adopted,) = suite.load_runs(dst)
+    assert adopted["seed"] == 0 and adopted["kwargs"] == {} and adopted["settings_hash"] == sql["hash"]
+    assert adopted["adopted_from"]["kwargs"] == {"target_entropy": default_te}
+    assert adopted["adopted_from"]["settings_hash"] == "cand"
+    # a second call adds nothing: the run is already there
+    assert suite.adopt_runs(src, "cand", dst, sql) == 0
+    assert len(dst.read_text().splitlines()) == 1
+    # runs that passed an argument which is not a default today are refused, and nothing is written
+    with pytest.raises(ValueError, match="learning_rate"):
+        suite.adopt_runs(src, "other", dst, sql)
+    assert len(dst.read_text().splitlines()) == 1
