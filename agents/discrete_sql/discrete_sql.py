@@ -12,7 +12,9 @@ The target network is updated every ``target_update_interval`` env steps with co
 ``tau`` (a hard copy by default, as DQN). With ``munchausen`` = beta > 0 the target adds the scaled,
 clipped log-policy of the action taken (Munchausen RL, Vieillard et al. 2020): soft Q-learning
 with an implicit KL penalty toward the previous policy (on CartPole it raised the mean of the late
-evaluations but did not stop their oscillation: experiments/results/discrete.md).
+evaluations but did not stop their oscillation: experiments/results/discrete.md). With
+``average_decay`` > 0 the policy acts with an exponential moving average of the Q-network's weights
+(Nikishin et al. 2018), updated after every gradient step; the targets are unchanged.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ebrl.agents.common.checks import (
 )
 from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
 from ebrl.agents.common.updates import polyak
-from ebrl.agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy
+from ebrl.agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy, check_average_decay
 from ebrl.validation import check_float, check_int, check_positive_float
 
 SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")
@@ -65,6 +67,9 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         munchausen_clip: the lower clip l_0 of that bonus (the paper's -1; < 0).
         target_update_interval: env steps between target updates.
         max_grad_norm: gradient-norm clip of the Q-network update (DQN's 10).
+        average_decay: decay of the exponential moving average of the Q-network's weights that acts
+            and predicts (weight averaging, Nikishin et al. 2018); in [0, 1), 0 acts with the last
+            iterate. The targets still come from the target network.
         max_divergences: consecutive non-finite updates (loss, Q values, gradients, parameters)
             skipped or rolled back before training stops with ``NonFiniteError``.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as in SB3.
@@ -96,6 +101,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         munchausen_clip: float = -1.0,
         target_update_interval: int = 10_000,
         max_grad_norm: float = 10.0,
+        average_decay: float = 0.0,
         max_divergences: int = DEFAULT_MAX_DIVERGENCES,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -113,6 +119,11 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         munchausen_clip = check_float("munchausen_clip", munchausen_clip, high=0.0, high_open=True)
         check_int("target_update_interval", target_update_interval, minimum=1)
         max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm)
+        average_decay = check_average_decay(average_decay)
+        if isinstance(policy_kwargs, dict) and "average_decay" in policy_kwargs:
+            raise ValueError(
+                "policy_kwargs['average_decay'] is set by the algorithm: pass average_decay instead"
+            )
         max_divergences = check_max_divergences(max_divergences)
         env = check_policy_and_env(
             policy, self.policy_aliases, DiscreteSQLPolicy, policy_kwargs, env,
@@ -150,13 +161,15 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.munchausen, self.munchausen_clip = munchausen, munchausen_clip
         self.target_update_interval = target_update_interval
         self.max_grad_norm = max_grad_norm
+        self.average_decay = average_decay
         self.max_divergences = max_divergences
         self._n_calls = 0
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        self.policy_kwargs = {**self.policy_kwargs, "temperature": self.alpha}
+        self.policy_kwargs = {**self.policy_kwargs, "temperature": self.alpha,
+                              "average_decay": self.average_decay}
         super()._setup_model()
         self._create_aliases()
 
@@ -193,6 +206,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
                 continue
             torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
+            self.policy.update_average()
             losses.append(loss.item())
             q_means.append(q.mean().item())
             values.append(value.mean().item())

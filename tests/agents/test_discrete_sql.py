@@ -102,6 +102,36 @@ def test_munchausen_target_adds_the_clipped_scaled_log_policy() -> None:
     assert (bonus <= 0).all() and (bonus >= beta * l0).all() and (bonus < 0).any()
 
 
+def test_weight_average_acts_and_is_the_ema_of_the_q_network(tmp_path) -> None:
+    """With average_decay=d the acting Q-network is the EMA of the Q-network's weights after each
+    gradient step (the first step copies them), predict follows it, and save/load keeps it."""
+    d = 0.9
+    model = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, average_decay=d, **FAST)
+    assert DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, **FAST).policy.q_net_average is None
+    # Follow the average by hand over a few real gradient steps.
+    model.learn(60)  # fills the buffer past learning_starts (and trains a few steps)
+    q_params = list(model.q_net.parameters())
+    expected = [a.detach().clone() for a in model.policy.q_net_average.module.parameters()]
+    for _ in range(3):
+        model.train(gradient_steps=1, batch_size=32)
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, q_params, strict=True)]
+    for e, a in zip(expected, model.policy.q_net_average.module.parameters(), strict=True):
+        torch.testing.assert_close(a, e)
+    # The targets do not use it; the acting Q does.
+    obs = torch.as_tensor(np.random.default_rng(0).normal(size=(256, 4)), dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.q_net.parameters():
+            p.add_(torch.randn_like(p))  # the last iterate now disagrees with the average
+        acting = model.policy.acting_q_values(obs)
+        greedy = model.predict(obs.numpy(), deterministic=True)[0]
+    np.testing.assert_array_equal(greedy, acting.argmax(1).numpy())
+    assert not torch.equal(acting, model.policy.q_values(obs))
+    model.save(tmp_path / "avg")
+    loaded = DiscreteSQL.load(tmp_path / "avg")
+    assert loaded.average_decay == d
+    torch.testing.assert_close(loaded.policy.acting_q_values(obs), acting)
+
+
 @pytest.mark.parametrize(
     ("env_fn", "kwargs", "error", "match"),
     [
@@ -116,6 +146,13 @@ def test_munchausen_target_adds_the_clipped_scaled_log_policy() -> None:
         (lambda: "CartPole-v1", {"policy_kwargs": {"net_arch": "64"}}, TypeError, "net_arch"),
         (lambda: "CartPole-v1", {"policy_kwargs": {"activation": "swish"}}, ValueError, "activation"),
         (lambda: "CartPole-v1", {"policy_kwargs": {"temperature": 1.0}}, ValueError, "alpha"),
+        (lambda: "CartPole-v1", {"average_decay": 1.0}, ValueError,
+         r"average_decay must be a finite number in \[0"),
+        (lambda: "CartPole-v1", {"average_decay": -0.1}, ValueError, "average_decay"),
+        (lambda: "CartPole-v1", {"average_decay": float("nan")}, ValueError, "average_decay"),
+        (lambda: "CartPole-v1", {"average_decay": "0.99"}, TypeError, "average_decay must be a real number"),
+        (lambda: "CartPole-v1", {"policy_kwargs": {"average_decay": 0.9}}, ValueError,
+         "pass average_decay instead"),
     ],
 )
 def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
