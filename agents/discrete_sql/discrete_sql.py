@@ -132,38 +132,17 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         )
 
         super().__init__(
-            policy,
-            env,
-            learning_rate,
-            buffer_size,
-            learning_starts,
-            batch_size,
-            tau,
-            gamma,
-            train_freq,
-            gradient_steps,
-            action_noise=None,
-            replay_buffer_class=replay_buffer_class,
-            replay_buffer_kwargs=replay_buffer_kwargs,
-            optimize_memory_usage=optimize_memory_usage,
-            n_steps=n_steps,
-            policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            verbose=verbose,
-            device=device,
-            seed=seed,
-            sde_support=False,
-            supported_action_spaces=(spaces.Discrete,),
-            support_multi_env=True,
+            policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
+            gradient_steps, action_noise=None, replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs, optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps, policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed, sde_support=False,
+            supported_action_spaces=(spaces.Discrete,), support_multi_env=True,
         )
-        self.alpha = alpha
-        self.reward_scale = reward_scale
+        self.alpha, self.reward_scale = alpha, reward_scale
         self.munchausen, self.munchausen_clip = munchausen, munchausen_clip
-        self.target_update_interval = target_update_interval
-        self.max_grad_norm = max_grad_norm
-        self.average_decay = average_decay
-        self.max_divergences = max_divergences
+        self.target_update_interval, self.max_grad_norm = target_update_interval, max_grad_norm
+        self.average_decay, self.max_divergences = average_decay, max_divergences
         self._n_calls = 0
         if _init_setup_model:
             self._setup_model()
