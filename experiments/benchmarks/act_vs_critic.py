@@ -1,10 +1,12 @@
 """Is a stalled SQL run limited by its act or by its critic? (diagnostic, issue 11)
 
 Trains ``SQL("MlpPolicy", env)`` with its defaults for ``--steps`` env steps, then scores, on the
-same evaluation episodes, (1) the deterministic act, (2) the stochastic act, and (3) a much
+same evaluation episodes, (1) the deterministic act, (2) the stochastic act, (3) a much
 stronger search of the same learned critic: the argmax of min_i Q_i(s, a) over ``--candidates``
-draws of the defensive proposal mixture per step. If (3) is no better than (1), a better act
-cannot help: the critic is what limits the return.
+draws of the defensive proposal mixture per step, and (4) the learned proposal's mode
+tanh(mu_phi(s)) with no search on the critic at all (as SAC acts with its mean). If (3) is no
+better than (1), a better act cannot help: the critic is what limits the return. Actions of (3)
+and (4) live in [-1, 1]^d and are rescaled to the env's box as ``predict`` does.
 
     python experiments/benchmarks/act_vs_critic.py --env-id Hopper-v5 --seed 1 --steps 20000
 """
@@ -57,11 +59,17 @@ def main() -> None:
         with torch.no_grad():
             draw = defensive_sample(policy.boltzmann.proposal, states, args.candidates, policy.defensive)
             energy = policy.energy(states.expand(args.candidates, -1), draw.actions[0])
-        return draw.actions[0, energy.argmin()].numpy()
+        return policy.unscale_action(draw.actions[0, energy.argmin()].numpy())
+
+    def proposal_mode(obs: np.ndarray) -> np.ndarray:
+        states = torch.as_tensor(obs, dtype=torch.float32)[None]
+        with torch.no_grad():
+            return policy.unscale_action(policy.boltzmann.proposal.mode(states)[0].numpy())
 
     acts = {"deterministic act": lambda o: model.predict(o, deterministic=True)[0],
             "stochastic act": lambda o: model.predict(o, deterministic=False)[0],
-            f"argmax of min-Q over {args.candidates} candidates": search}
+            f"argmax of min-Q over {args.candidates} candidates": search,
+            "proposal mode tanh(mu_phi(s)), no search": proposal_mode}
     for name, act in acts.items():
         returns = episodes(args.env_id, act, args.episodes)
         print(f"{name}: mean {np.mean(returns):.1f} ({' / '.join(f'{r:.0f}' for r in returns)})")
