@@ -111,6 +111,7 @@ def check_policy_and_env(
     env: GymEnv | str | None,
     check_action_space: Callable[[spaces.Space], spaces.Space],
     verbose: int = 0,
+    set_by_algorithm: dict[str, str] | None = None,
 ) -> GymEnv | None:
     """The checks SQL and DiscreteSQL run on ``policy``, ``policy_kwargs`` and ``env`` before SB3
     builds anything; returns the env (made from its id if a string was given).
@@ -123,6 +124,8 @@ def check_policy_and_env(
         env: the environment, its id, or None (when loading).
         check_action_space: the algorithm's action-space check.
         verbose: SB3's verbosity for making the env.
+        set_by_algorithm: policy arguments the algorithm sets itself, each with the algorithm's
+            argument to pass instead (default: ``{"temperature": "alpha"}``).
     """
     if isinstance(policy, str) and policy not in policy_aliases:
         raise ValueError(f"policy must be one of {list(policy_aliases)} or a policy class, got {policy!r}")
@@ -131,8 +134,9 @@ def check_policy_and_env(
         raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
     if isinstance(policy_class, type) and issubclass(policy_class, base_policy):
         kwargs = check_policy_kwargs(policy_class, policy_kwargs)
-        if "temperature" in kwargs:
-            raise ValueError("policy_kwargs['temperature'] is set by the algorithm: pass alpha instead")
+        for key, instead in (set_by_algorithm or {"temperature": "alpha"}).items():
+            if key in kwargs:
+                raise ValueError(f"policy_kwargs[{key!r}] is set by the algorithm: pass {instead} instead")
         policy_class.check_kwargs(**kwargs)
     env, observation_space, action_space = env_spaces(env, verbose)
     if env is not None:

@@ -121,14 +121,11 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         check_int("target_update_interval", target_update_interval, minimum=1)
         max_grad_norm = check_positive_float("max_grad_norm", max_grad_norm)
         average_decay = check_average_decay(average_decay)
-        if isinstance(policy_kwargs, dict) and "average_decay" in policy_kwargs:
-            raise ValueError(
-                "policy_kwargs['average_decay'] is set by the algorithm: pass average_decay instead"
-            )
         max_divergences = check_max_divergences(max_divergences)
         env = check_policy_and_env(
             policy, self.policy_aliases, DiscreteSQLPolicy, policy_kwargs, env,
             check_action_space_discrete, verbose,
+            set_by_algorithm={"temperature": "alpha", "average_decay": "average_decay"},
         )
 
         super().__init__(

@@ -89,11 +89,14 @@ class DiscreteSQLPolicy(SoftQPolicy):
         states = self.extract_features(obs, self.features_extractor)
         return (self.q_net_target if target else self.q_net)(states)
 
+    @property
+    def acting_net(self) -> nn.Module:
+        """The network that acts: the weight average when there is one, else the Q-network."""
+        return self.q_net if self.q_net_average is None else self.q_net_average
+
     def acting_q_values(self, obs: PyTorchObs) -> Tensor:
-        """Q(s, .) of the network that acts: the weight average when there is one."""
-        if self.q_net_average is None:
-            return self.q_values(obs)
-        return self.q_net_average(self.extract_features(obs, self.features_extractor))
+        """Q(s, .) of the network that acts."""
+        return self.acting_net(self.extract_features(obs, self.features_extractor))
 
     def update_average(self) -> None:
         """One step of the weight average toward the Q-network (after each optimiser step)."""
@@ -108,8 +111,8 @@ class DiscreteSQLPolicy(SoftQPolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
         # Checked at the boundary: a NaN state would otherwise fail inside torch's Categorical.
-        check_finite("observation", self.extract_features(observation, self.features_extractor))
-        q = self.acting_q_values(observation)
+        states = check_finite("observation", self.extract_features(observation, self.features_extractor))
+        q = self.acting_net(states)  # the features once per call: this runs at every env step
         if deterministic:
             return q.argmax(dim=1)
         return torch.distributions.Categorical(logits=q / self.log_temperature.exp()).sample()

@@ -108,6 +108,11 @@ ROUNDS = (("second", ("munchausen", "munchausen_lin", "munchausen_b256"), False)
           ("fourth", ("munchausen", "munchausen_avg0.99", "munchausen_avg0.999"), True))
 
 
+def last_half(rs: list[dict[str, Any]]) -> list[float]:
+    """Every evaluation of the second half of each run, pooled over the runs (seeds)."""
+    return [v for r in rs for _, v in r["curve"][len(r["curve"]) // 2:]]
+
+
 def round_outcome(groups: dict[tuple[str, str, str, str], list[dict[str, Any]]], label: str,
                   candidates: tuple[str, ...], incumbent_wins_ties: bool) -> str:
     """Apply a round's rule to the runs: most tuning finals >= 475 over seeds 10-19."""
@@ -116,9 +121,8 @@ def round_outcome(groups: dict[tuple[str, str, str, str], list[dict[str, Any]]],
         rs = groups.get(("CartPole-v1", "tuning", "DiscreteSQL", name), [])
         if sorted(r["seed"] for r in rs) != list(range(10, 20)):
             return f"Outcome of the {label} round: pending (`{name}` lacks some of tuning seeds 10-19)."
-        last_half = [v for r in rs for _, v in r["curve"][len(r["curve"]) // 2:]]
         incumbent = incumbent_wins_ties and name == candidates[0]
-        score[name] = (sum(r["final"] >= 475 for r in rs), incumbent, float(np.mean(last_half)))
+        score[name] = (sum(r["final"] >= 475 for r in rs), incumbent, float(np.mean(last_half(rs))))
     chosen = max(candidates, key=lambda n: score[n])
     counts = ", ".join(f"`{n}` {score[n][0]} of 10" for n in candidates)
     reported = groups.get(("CartPole-v1", "reported", "DiscreteSQL", chosen), [])
@@ -180,11 +184,9 @@ def report() -> str:
         rs = sorted(rs, key=lambda r: r["seed"])
         finals = [r["final"] for r in rs]
         seeds = ", ".join(str(r["seed"]) for r in rs)
-        # Stability: every evaluation of the second half of each run, pooled over seeds.
-        last_half = [v for r in rs for _, v in r["curve"][len(r["curve"]) // 2:]]
         lines.append(f"| {env_id} | {split} | {algo} | {name} `{rs[0]['kwargs']}` | {seeds} "
                      f"| {' / '.join(f'{f:.0f}' for f in finals)} | {np.mean(finals):.1f} "
-                     f"| {np.mean(last_half):.1f} | {min(r['min_last_half'] for r in rs):.0f} |")
+                     f"| {np.mean(last_half(rs)):.1f} | {min(r['min_last_half'] for r in rs):.0f} |")
     return "\n".join(lines) + "\n"
 
 
