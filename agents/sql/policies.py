@@ -24,6 +24,7 @@ from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
 from ebrl.validation import check_choice, check_finite, check_fraction, check_int, check_positive_float
 
 SAMPLERS = ("langevin", "mala", "dfo")
+DETERMINISTIC_ACTS = ("search", "proposal")
 # Per-kind default first step size (for "dfo": the initial perturbation std, Implicit BC's 0.33).
 DEFAULT_STEP_SIZE = {"langevin": 0.1, "mala": 0.05, "dfo": 0.33}
 # MALA's step-size adaptation target. 0.05 (not the 0.574 optimum for sampling a fixed target):
@@ -146,6 +147,13 @@ class SQLPolicy(SoftQPolicy):
             until then (``predict`` alone, short runs). The default: long training runs get the
             compiled act, nothing else waits for a compile. ``False``: always eager (e.g. where
             no C++ compiler is installed).
+        deterministic_act: what ``predict(..., deterministic=True)`` returns (the evaluation act;
+            the behaviour act is always a draw of the Boltzmann policy). ``"search"``: the
+            noise-free search on the energy from the proposal's quantiles, the lowest-energy chain
+            (:meth:`ebrl.BoltzmannPolicy.mode`). ``"proposal"``: the proposal's mode
+            tanh(mu_phi(s)) with no search (as SAC evaluates its mean; needs ``proposal=True``):
+            it never consults the critic at acting time, so it cannot act on the critic's
+            over-estimated maxima (experiments/results/sql_tuning.md).
         temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
         normalize_images: passed to SB3's observation preprocessing.
         optimizer_class, optimizer_kwargs: the critics' optimiser.
@@ -171,6 +179,7 @@ class SQLPolicy(SoftQPolicy):
         n_candidates: int = 16,
         defensive: float = 0.1,
         compile_act: bool | str = "auto",
+        deterministic_act: str = "search",
         temperature: float = 1.0,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
@@ -192,6 +201,8 @@ class SQLPolicy(SoftQPolicy):
             n_candidates=n_candidates,
             defensive=defensive,
             compile_act=compile_act,
+            deterministic_act=deterministic_act,
+            proposal=proposal,
             temperature=temperature,
         )
         check_observation_space(observation_space)
@@ -207,7 +218,7 @@ class SQLPolicy(SoftQPolicy):
         self.sampler_kwargs, self.warm_start = sampler_kwargs, bool(warm_start)
         self.n_chains, self.explore_chains = n_chains, explore_chains
         self.use_proposal, self.n_candidates, self.defensive = bool(proposal), n_candidates, defensive
-        self.compile_act = compile_act
+        self.compile_act, self.deterministic_act = compile_act, deterministic_act
         n_chains = n_chains or (1 if proposal else 16)
         self._n_explore = explore_chains or (n_chains if sampler == "dfo" else 1)
         self._build(lr_schedule, temperature, n_chains)
@@ -271,6 +282,9 @@ class SQLPolicy(SoftQPolicy):
             check_int("n_candidates", kwargs["n_candidates"], minimum=1)
         if "defensive" in kwargs:
             check_fraction("defensive", kwargs["defensive"], allow_none=False)
+        act = check_choice("deterministic_act", kwargs.get("deterministic_act", "search"), DETERMINISTIC_ACTS)
+        if act == "proposal" and not kwargs.get("proposal", True):
+            raise ValueError("deterministic_act='proposal' needs a learned proposal, got proposal=False")
         compile_act = kwargs.get("compile_act", "auto")
         if not (isinstance(compile_act, bool) or compile_act == "auto"):
             raise ValueError(f"compile_act must be True, False or 'auto', got {compile_act!r}")
@@ -295,7 +309,7 @@ class SQLPolicy(SoftQPolicy):
             sampler_kwargs=self.sampler_kwargs, warm_start=self.warm_start,
             n_chains=self.n_chains, explore_chains=self.explore_chains,
             proposal=self.use_proposal, n_candidates=self.n_candidates, defensive=self.defensive,
-            compile_act=self.compile_act,
+            compile_act=self.compile_act, deterministic_act=self.deterministic_act,
         )
         return data
 
@@ -331,6 +345,8 @@ class SQLPolicy(SoftQPolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
         states = check_finite("observation", self.states(observation))
+        if deterministic and self.deterministic_act == "proposal":
+            return self.proposal.mode(states)
         # Buffers are replaced when the module moves device: point the Boltzmann policy at the
         # current ones (alpha and the step scale are stored here, once).
         self.boltzmann.log_temperature = self.log_temperature
