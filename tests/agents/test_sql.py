@@ -290,6 +290,13 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 0.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 2.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"policy_energy": "max"}}, ValueError, "policy_energy"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"deterministic_act": "mean"}}, ValueError, "deterministic_act"),
+        (
+            lambda: "Pendulum-v1",
+            {"value_estimator": "uniform", "policy_kwargs": {"proposal": False, "deterministic_act": "proposal"}},
+            ValueError,
+            "deterministic_act='proposal' needs a learned proposal",
+        ),
     ],
 )
 def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
@@ -345,3 +352,28 @@ def test_policy_n_steps_is_a_deprecated_alias_of_search_steps():
         model = SQL("MlpPolicy", "Pendulum-v1", policy_kwargs={**kwargs, "n_steps": 5}, **FAST)
     assert model.policy.search_steps == 5 and model.policy.boltzmann.sampler.n_steps == 5
     assert model.n_steps == 1  # the n-step return is untouched
+
+
+def test_deterministic_act_proposal_changes_evaluation_only(tmp_path) -> None:
+    """deterministic_act="proposal": predict(deterministic=True) is the proposal's mode rescaled to
+    the box, the behaviour act and every update are the incumbent's (same seed, same parameters
+    after learning with deterministic predictions in between), and save/load keeps the choice."""
+    models = {}
+    for act in ("search", "proposal"):
+        env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
+        model = tiny_sql(env, policy_kwargs={"deterministic_act": act}, seed=0)
+        # An evaluation every 50 steps, as the benchmarks do during training.
+        model.learn(200, callback=EvalCallback(short_pendulum(seed=1), eval_freq=50, n_eval_episodes=1))
+        models[act] = model
+    for a, b in zip(models["search"].policy.parameters(), models["proposal"].policy.parameters(), strict=True):
+        assert torch.equal(a, b)
+    model = models["proposal"]
+    obs = short_pendulum(n_envs=3, seed=2).reset()
+    with torch.no_grad():
+        mode = model.policy.proposal.mode(model.policy.obs_to_tensor(obs)[0]).numpy()
+    action, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(action, 2.0 * mode, rtol=1e-6)  # Pendulum's box is [-2, 2]
+    model.save(tmp_path / "sql")
+    loaded = SQL.load(tmp_path / "sql", device="cpu")
+    assert loaded.policy.deterministic_act == "proposal"
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], action, rtol=1e-6)
