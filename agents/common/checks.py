@@ -226,9 +226,27 @@ def check_target_entropy(target_entropy: float | str) -> float | str:
     return float(target_entropy)
 
 
-def resolve_target_entropy(target_entropy: float | str, action_space: spaces.Box) -> float:
-    """The entropy target in nats for ``action_space``: ``"auto"`` is SAC's -dim(A), ``"auto_<c>"``
-    is -c dim(A), a number is itself."""
+def resolve_target_entropy(target_entropy: float | str, action_space: spaces.Space) -> float:
+    """The entropy target in nats for ``action_space``.
+
+    Box (SAC, Haarnoja et al. 2018): ``"auto"`` is -dim(A), ``"auto_<c>"`` is -c dim(A), a number
+    is itself. Discrete (the entropy of softmax(Q/alpha) is exact and lies in [0, log |A|]):
+    ``"auto_<c>"`` is the fraction c of the uniform policy's entropy, c log |A| with c in [0, 1);
+    ``"auto"`` is SAC-discrete's 0.98 log |A| (Christodoulou 2019); a number must lie in
+    [0, log |A|) (a higher target is unreachable and would drive alpha up without bound).
+    """
+    if isinstance(action_space, spaces.Discrete):
+        max_entropy = math.log(int(action_space.n))
+        if isinstance(target_entropy, str):
+            fraction = 0.98 if target_entropy == "auto" else float(target_entropy[5:])
+            if not 0.0 <= fraction < 1.0:
+                raise ValueError(f"target_entropy 'auto_<c>' for a Discrete action space needs c in [0, 1) "
+                                 f"(the target is c log |A|), got {target_entropy!r}")
+            return fraction * max_entropy
+        if not 0.0 <= target_entropy < max_entropy:
+            raise ValueError(f"target_entropy for a Discrete({action_space.n}) action space must lie in "
+                             f"[0, log {action_space.n} = {max_entropy:.4f}) nats, got {target_entropy!r}")
+        return float(target_entropy)
     if isinstance(target_entropy, str):
         per_dim = 1.0 if target_entropy == "auto" else float(target_entropy[5:])
         return -per_dim * float(np.prod(action_space.shape))

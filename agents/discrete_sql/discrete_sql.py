@@ -16,6 +16,9 @@ evaluations but did not stop their oscillation: experiments/results/discrete.md)
 ``average_decay`` > 0 the policy acts with an exponential moving average of the Q-network's weights
 (Nikishin et al. 2018), updated after every gradient step; the targets are unchanged (on CartPole it
 made the late evaluations worse, not steadier: experiments/results/discrete.md, fourth round).
+With ``alpha="auto"`` log alpha follows SAC's temperature loss with the exact entropy of the acting
+policy, L(alpha) = log alpha (H(softmax(Q(s, .)/alpha)) - target_entropy) (SAC-discrete,
+Christodoulou 2019): as Q grows during training, a fixed alpha makes the policy ever greedier.
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ from ebrl.agents.common.checks import (
     check_action_space_discrete,
     check_off_policy_args,
     check_policy_and_env,
+    check_target_entropy,
+    parse_alpha,
+    resolve_target_entropy,
 )
 from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from ebrl.agents.common.updates import polyak
+from ebrl.agents.common.updates import make_optimizer, polyak
 from ebrl.agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy, check_average_decay
 from ebrl.validation import check_float, check_int, check_positive_float
 
@@ -62,6 +68,12 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         replay_buffer_class, replay_buffer_kwargs, optimize_memory_usage, n_steps: SB3's replay options.
         alpha: the temperature alpha of pi = softmax(Q/alpha) (> 0). Small alpha is near-greedy
             (alpha -> 0 recovers DQN's max backup); it should match the scale of Q-differences.
+            ``"auto"`` (start at 1) / ``"auto_<init>"``: learn log alpha toward ``target_entropy``.
+        target_entropy: the entropy of pi aimed for with a learned alpha, in nats in
+            [0, log |A|), or ``"auto_<c>"``: c log |A|, the fraction c in [0, 1) of the uniform
+            policy's entropy (``"auto"``: SAC-discrete's 0.98). The default 0.1 of log 2 is 0.069
+            nats on two actions, near-greedy like DQN's final epsilon-greedy (0.098 nats at
+            epsilon 0.04 on two actions).
         reward_scale: multiplies rewards in the target.
         munchausen: the Munchausen scale (the paper's alpha; 0.9 there) of the bonus
             clip(alpha log pi_target(a|s), munchausen_clip, 0) added to the target (0: plain SQL).
@@ -96,7 +108,8 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
         n_steps: int = 1,
-        alpha: float = 0.01,
+        alpha: float | str = 0.01,
+        target_entropy: float | str = "auto_0.1",
         reward_scale: float = 1.0,
         munchausen: float = 0.0,
         munchausen_clip: float = -1.0,
@@ -114,7 +127,8 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
     ) -> None:
         check_off_policy_args(learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
                               gradient_steps)
-        alpha = check_positive_float("alpha", alpha)
+        parse_alpha(alpha)
+        target_entropy = check_target_entropy(target_entropy)
         reward_scale = check_positive_float("reward_scale", reward_scale)
         munchausen = check_float("munchausen", munchausen, low=0.0)
         munchausen_clip = check_float("munchausen_clip", munchausen_clip, high=0.0, high_open=True)
@@ -127,6 +141,8 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             check_action_space_discrete, verbose,
             set_by_algorithm={"temperature": "alpha", "average_decay": "average_decay"},
         )
+        if env is not None:  # range-checked against the action space before anything is built
+            resolve_target_entropy(target_entropy, env.action_space)
 
         super().__init__(
             policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
@@ -136,7 +152,8 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed, sde_support=False,
             supported_action_spaces=(spaces.Discrete,), support_multi_env=True,
         )
-        self.alpha, self.reward_scale = alpha, reward_scale
+        self.alpha, self.target_entropy, self.reward_scale = alpha, target_entropy, reward_scale
+        self.alpha_optimizer: torch.optim.Optimizer | None = None
         self.munchausen, self.munchausen_clip = munchausen, munchausen_clip
         self.target_update_interval, self.max_grad_norm = target_update_interval, max_grad_norm
         self.average_decay, self.max_divergences = average_decay, max_divergences
@@ -145,10 +162,18 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        self.policy_kwargs = {**self.policy_kwargs, "temperature": self.alpha,
+        # From self.alpha here, not in __init__: a loaded model gets it from its file.
+        self._alpha_init, self._alpha_auto = parse_alpha(self.alpha)
+        self.policy_kwargs = {**self.policy_kwargs, "temperature": self._alpha_init,
                               "average_decay": self.average_decay}
         super()._setup_model()
         self._create_aliases()
+        self.target_entropy = resolve_target_entropy(self.target_entropy, self.action_space)
+        # Not a copy: alpha lives in the policy's log_temperature buffer, which the policy acts with.
+        self.log_alpha = self.policy.log_temperature
+        if self._alpha_auto:
+            self.log_alpha.requires_grad_(True)
+            self.alpha_optimizer = make_optimizer(torch.optim.Adam, [self.log_alpha], self.lr_schedule(1), {})
 
     def _create_aliases(self) -> None:
         self.q_net = self.policy.q_net
@@ -162,14 +187,17 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        losses, q_means, values, entropies = [], [], [], []
-        # alpha is fixed in DiscreteSQL: the exact constructor value (the policy's buffer holds it
-        # as float32 log alpha, for acting and saving; a round trip through it would move the
-        # targets by an ulp and break bitwise reproducibility of earlier runs).
-        alpha = self.alpha
+        optimizers = [self.policy.optimizer]
+        if self.alpha_optimizer is not None:
+            optimizers.append(self.alpha_optimizer)
+        self._update_learning_rate(optimizers)
+        losses, q_means, values, entropies, alphas = [], [], [], [], []
         self._guard_begin()
         for _ in range(gradient_steps):
+            # A fixed alpha is the exact constructor value (the policy's buffer holds it as float32
+            # log alpha; a round trip through it would move the targets by an ulp and break the
+            # bitwise reproducibility of earlier runs).
+            alpha = float(self.log_alpha.detach().exp()) if self._alpha_auto else self._alpha_init
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             target, value, entropy = self._soft_target(data, alpha)
             q_all = self.policy.q_values(data.observations)
@@ -184,6 +212,15 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             self.policy.update_average()
+            if self.alpha_optimizer is not None:
+                # The exact entropy of the current policy at the batch states (Q detached).
+                log_pi = torch.log_softmax(q_all.detach() / alpha, dim=1)
+                policy_entropy = -(log_pi.exp() * log_pi).sum(1).mean()
+                alpha_loss = self.log_alpha * (policy_entropy - self.target_entropy)
+                self.alpha_optimizer.zero_grad()
+                alpha_loss.backward()
+                self.alpha_optimizer.step()
+            alphas.append(alpha)
             losses.append(loss.item())
             q_means.append(q.mean().item())
             values.append(value.mean().item())
@@ -199,7 +236,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.logger.record("train/q_values", np.mean(q_means))
         self.logger.record("train/soft_value", np.mean(values))
         self.logger.record("train/entropy", np.mean(entropies))
-        self.logger.record("train/alpha", alpha)
+        self.logger.record("train/alpha", float(np.mean(alphas)))
 
     @torch.no_grad()
     def _soft_target(self, data: Any, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -242,4 +279,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         return [*super()._excluded_save_params(), "q_net", "q_net_target"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "policy.optimizer"], []
+        state_dicts = ["policy", "policy.optimizer"]
+        if self.alpha_optimizer is not None:
+            state_dicts.append("alpha_optimizer")
+        return state_dicts, ["log_alpha"]

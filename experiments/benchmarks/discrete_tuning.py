@@ -105,7 +105,8 @@ def role(seed: int) -> str:
 # to the incumbent where the round's rule says so, else to the higher mean of the last half.
 ROUNDS = (("second", ("munchausen", "munchausen_lin", "munchausen_b256"), False),
           ("third", ("munchausen", "munchausen_lr1e-3"), True),
-          ("fourth", ("munchausen", "munchausen_avg0.99", "munchausen_avg0.999"), True))
+          ("fourth", ("munchausen", "munchausen_avg0.99", "munchausen_avg0.999"), True),
+          ("fifth", ("munchausen", "munchausen_auto0.1", "munchausen_auto0.2"), True))
 
 
 def last_half(rs: list[dict[str, Any]]) -> list[float]:
@@ -177,6 +178,18 @@ def report() -> str:
              "if one does, it is run once on the reported seeds (CartPole-v1 0-4, Acrobot-v1 0-2, the "
              "same arguments) and reported, whatever it gives.", "",
              round_outcome(groups, *ROUNDS[2]), "",
+             "Fifth round (rule written 2026-12-07 13:27 UTC, before any run of its candidates): with a "
+             "fixed alpha = 0.01 the acting policy grows ever greedier as Q grows (`munchausen`, tuning "
+             "seed 13: entropy 0.022 nats at 12.5k steps, 0.009 at 40k, Q from 32 to 68), greedier than "
+             "DQN's final epsilon-greedy (0.098 nats at epsilon 0.04 on two actions). The candidates "
+             "learn alpha (new: `alpha=\"auto_<init>\"`, SAC-discrete's temperature loss with the exact "
+             "entropy of softmax(Q/alpha)), starting at 0.01: `munchausen_auto0.1` (target 0.1 log 2 = "
+             "0.069 nats, the library's default) and `munchausen_auto0.2` (0.139 nats), on tuning seeds "
+             "10-19. The one with the most tuning finals >= 475 replaces `munchausen` only if it has more "
+             "than `munchausen`'s 9 (ties keep `munchausen`; between the two candidates, the higher mean "
+             "of the last half); if one does, it is run once on the reported seeds (CartPole-v1 0-4, "
+             "Acrobot-v1 0-2, the same arguments) and reported, whatever it gives.", "",
+             round_outcome(groups, *ROUNDS[3]), "",
              "| env | split | algo | settings | seeds | final per seed | mean final | mean of the last half "
              "| worst of the last half |",
              "|---|---|---|---|---|---|---|---|---|"]

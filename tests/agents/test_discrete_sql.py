@@ -153,6 +153,14 @@ def test_weight_average_acts_and_is_the_ema_of_the_q_network(tmp_path) -> None:
         (lambda: "CartPole-v1", {"average_decay": "0.99"}, TypeError, "average_decay must be a real number"),
         (lambda: "CartPole-v1", {"policy_kwargs": {"average_decay": 0.9}}, ValueError,
          "pass average_decay instead"),
+        (lambda: "CartPole-v1", {"alpha": "hot"}, ValueError, "alpha must be"),
+        (lambda: "CartPole-v1", {"alpha": "auto_-1"}, ValueError, "alpha must be"),
+        (lambda: "CartPole-v1", {"alpha": "auto", "target_entropy": 0.7}, ValueError,
+         r"target_entropy for a Discrete\(2\) action space must lie in \[0, log 2"),
+        (lambda: "CartPole-v1", {"alpha": "auto", "target_entropy": -0.1}, ValueError, "target_entropy"),
+        (lambda: "CartPole-v1", {"target_entropy": "auto_1.5"}, ValueError, r"needs c in \[0, 1\)"),
+        (lambda: "CartPole-v1", {"target_entropy": "auto_x"}, ValueError, "target_entropy"),
+        (lambda: "CartPole-v1", {"target_entropy": "low"}, ValueError, "target_entropy"),
     ],
 )
 def test_bad_input_rejected_at_construction(env_fn, kwargs, error, match) -> None:
@@ -174,3 +182,36 @@ def test_dict_observation_rejected() -> None:
     env = gym.make("CartPole-v1")
     with pytest.raises(TypeError, match="action_space"):
         DiscreteSQLPolicy(env.observation_space, gym.spaces.Box(-1, 1, (1,)), lambda _: 1e-3)
+
+
+@pytest.mark.parametrize(("alpha", "direction"), [("auto_10", -1), ("auto_0.0001", 1)])
+def test_auto_alpha_moves_toward_the_entropy_target(alpha: str, direction: int) -> None:
+    """alpha="auto_<init>": log alpha follows L = log alpha (H(pi) - target). From alpha = 10 the
+    policy is near uniform (H ~ log 2 = 0.69 > the target 0.069), so alpha must fall; from 1e-4 it
+    is greedy (H ~ 0 < 0.069), so alpha must rise. The policy acts with the learned alpha."""
+    model = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, alpha=alpha, learning_rate=1e-2, **FAST)
+    start = model.policy.temperature
+    assert model.target_entropy == pytest.approx(0.1 * np.log(2))
+    model.learn(300)
+    end = model.policy.temperature
+    assert direction * (np.log(end) - np.log(start)) > 0.5  # moved by more than a factor 1.6
+    assert model.logger.name_to_value["train/alpha"] == pytest.approx(end, rel=0.2)
+    assert model.log_alpha is model.policy.log_temperature
+
+
+def test_auto_alpha_entropy_is_the_acting_policys() -> None:
+    """The alpha loss's gradient is H(softmax(Q(s, .)/alpha)) - target at the batch states (Q before
+    the step): after one gradient step, log alpha moves with the sign of target - H, with H computed
+    by hand over the states in the buffer (the batch is drawn from them; the test asks for a gap of
+    0.05 nats so that the batch's mean entropy has the same sign)."""
+    model = DiscreteSQL("MlpPolicy", "CartPole-v1", seed=0, alpha="auto_0.5", target_entropy=0.3,
+                        gradient_steps=1, **FAST)
+    model.learn(60)  # fill the buffer past learning_starts
+    obs = torch.as_tensor(model.replay_buffer.observations[:60, 0])
+    with torch.no_grad():
+        log_pi = torch.log_softmax(model.policy.q_values(obs) / model.policy.temperature, dim=1)
+    entropy = float(-(log_pi.exp() * log_pi).sum(1).mean())
+    assert abs(entropy - 0.3) > 0.05  # the test needs a clear sign
+    before = float(model.log_alpha.detach())
+    model.train(gradient_steps=1, batch_size=32)
+    assert np.sign(float(model.log_alpha.detach()) - before) == np.sign(0.3 - entropy)

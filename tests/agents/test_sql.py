@@ -290,10 +290,12 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 0.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 2.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"policy_energy": "max"}}, ValueError, "policy_energy"),
-        (lambda: "Pendulum-v1", {"policy_kwargs": {"deterministic_act": "mean"}}, ValueError, "deterministic_act"),
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"deterministic_act": "mean"}}, ValueError,
+         "deterministic_act"),
         (
             lambda: "Pendulum-v1",
-            {"value_estimator": "uniform", "policy_kwargs": {"proposal": False, "deterministic_act": "proposal"}},
+            {"value_estimator": "uniform",
+             "policy_kwargs": {"proposal": False, "deterministic_act": "proposal"}},
             ValueError,
             "deterministic_act='proposal' needs a learned proposal",
         ),
@@ -365,7 +367,8 @@ def test_deterministic_act_proposal_changes_evaluation_only(tmp_path) -> None:
         # An evaluation every 50 steps, as the benchmarks do during training.
         model.learn(200, callback=EvalCallback(short_pendulum(seed=1), eval_freq=50, n_eval_episodes=1))
         models[act] = model
-    for a, b in zip(models["search"].policy.parameters(), models["proposal"].policy.parameters(), strict=True):
+    searched, proposed = (models[act].policy.parameters() for act in ("search", "proposal"))
+    for a, b in zip(searched, proposed, strict=True):
         assert torch.equal(a, b)
     model = models["proposal"]
     obs = short_pendulum(n_envs=3, seed=2).reset()
