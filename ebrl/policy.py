@@ -11,7 +11,7 @@ from torch import Tensor
 from ebrl._fused import FusedAct, fusable
 from ebrl.energies import Energy, StateActionEnergy
 from ebrl.estimators import importance_log_z
-from ebrl.proposals import TanhGaussianProposal, defensive_sample, mala_first_step
+from ebrl.proposals import TanhGaussianProposal, defensive_draw, defensive_sample, mala_first_step
 from ebrl.samplers import Langevin, Sampler, SampleResult
 from ebrl.samplers.base import FIXED_INIT_SEED
 from ebrl.validation import check_finite, check_fraction, check_int, check_positive_float, check_tensor
@@ -285,6 +285,38 @@ class BoltzmannPolicy:
         _, log_w = self._weighted_particles(states, n, generator)
         log_z, stderr = importance_log_z(log_w)
         return (log_z[0], stderr[0]) if single else (log_z, stderr)
+
+    def mean_action(self, states: Tensor, n: int = 64, generator: torch.Generator | None = None) -> Tensor:
+        """E_pi[a | s], the mean action of the Boltzmann policy, by self-normalised importance
+        sampling: sum_i w_i a_i / sum_i w_i with w_i = exp(-E(s, a_i)/alpha)/q(a_i|s) over ``n``
+        draws a_i of the defensive mixture of :meth:`log_partition` (uniform on the box without a
+        proposal): the uniform share bounds the weights, so the estimate is consistent and stable
+        however poor q_phi is. The same random numbers serve every state, so with a fixed
+        ``generator`` the result is a deterministic function of each state, independent of its row
+        in the batch. A smoother deterministic act than :meth:`mode`: it averages over the
+        policy's mass instead of descending to the energy's nearest minimum, where a narrow
+        spurious minimum of a learned energy can sit. Returns ``(batch, act_dim)`` (``(act_dim,)``
+        for a single state), without gradients.
+        """
+        n = check_int("n", n, minimum=2)
+        states, single = self._states(states)
+        kw = {"device": states.device, "dtype": states.dtype, "generator": generator}
+        batch, dim = len(states), self.act_dim
+        with torch.no_grad():
+            if self.proposal is None:
+                u = torch.rand((1, n, dim), **kw).expand(batch, -1, -1)
+                actions = self.sampler.low + (self.sampler.high - self.sampler.low) * u
+                log_q = torch.zeros(actions.shape[:-1], device=states.device, dtype=states.dtype)
+            else:
+                n_u = math.ceil(self.defensive * n)  # as defensive_sample counts them
+                xi = torch.randn((1, n - n_u, dim), **kw)
+                a_u = torch.rand((1, n_u, dim), **kw).expand(batch, -1, -1)
+                actions, log_q, _ = defensive_draw(self.proposal, states, xi, a_u)
+            # A non-finite energy (a diverged critic) must not turn the mean into NaN.
+            log_w = torch.nan_to_num(-self.energy.energy(actions, states) / self.temperature - log_q,
+                                     nan=-1e30, posinf=1e30, neginf=-1e30)
+            mean = (torch.softmax(log_w, dim=-1)[..., None] * actions).sum(1)
+        return mean[0] if single else mean
 
     def energy_quantile(
         self, actions: Tensor, states: Tensor, n: int = 1024, generator: torch.Generator | None = None

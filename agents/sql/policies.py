@@ -21,10 +21,13 @@ from ebrl.agents.common.updates import make_optimizer
 from ebrl.energies import PessimisticEnergy, ensemble_energy
 from ebrl.proposals import TanhGaussianProposal
 from ebrl.samplers import MALA, DerivativeFree, Langevin, Sampler
+from ebrl.samplers.base import FIXED_INIT_SEED
 from ebrl.validation import check_choice, check_finite, check_fraction, check_int, check_positive_float
 
 SAMPLERS = ("langevin", "mala", "dfo")
-DETERMINISTIC_ACTS = ("search", "proposal")
+DETERMINISTIC_ACTS = ("search", "proposal", "mean")
+# Importance draws of deterministic_act="mean" (the diagnostic that suggested it used 64).
+MEAN_DRAWS = 64
 # Per-kind default first step size (for "dfo": the initial perturbation std, Implicit BC's 0.33).
 DEFAULT_STEP_SIZE = {"langevin": 0.1, "mala": 0.05, "dfo": 0.33}
 # MALA's step-size adaptation target. 0.05 (not the 0.574 optimum for sampling a fixed target):
@@ -153,7 +156,10 @@ class SQLPolicy(SoftQPolicy):
             (:meth:`ebrl.BoltzmannPolicy.mode`). ``"proposal"``: the proposal's mode
             tanh(mu_phi(s)) with no search (as SAC evaluates its mean; needs ``proposal=True``):
             it never consults the critic at acting time, so it cannot act on the critic's
-            over-estimated maxima (experiments/results/sql_tuning.md).
+            over-estimated maxima (experiments/results/sql_tuning.md). ``"mean"``: the mean action
+            of the Boltzmann policy E_pi[a|s] (:meth:`ebrl.BoltzmannPolicy.mean_action`,
+            ``MEAN_DRAWS`` fixed importance draws), a function of the energy that averages over the
+            policy's mass instead of descending to the critic's nearest maximum.
         temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
         normalize_images: passed to SB3's observation preprocessing.
         optimizer_class, optimizer_kwargs: the critics' optimiser.
@@ -347,6 +353,9 @@ class SQLPolicy(SoftQPolicy):
         states = check_finite("observation", self.states(observation))
         if deterministic and self.deterministic_act == "proposal":
             return self.proposal.mode(states)
+        if deterministic and self.deterministic_act == "mean":
+            fixed = torch.Generator(device=states.device).manual_seed(FIXED_INIT_SEED)
+            return self.boltzmann.mean_action(states, n=MEAN_DRAWS, generator=fixed)
         # Buffers are replaced when the module moves device: point the Boltzmann policy at the
         # current ones (alpha and the step scale are stored here, once).
         self.boltzmann.log_temperature = self.log_temperature
