@@ -290,7 +290,7 @@ class _DictObs(gym.ObservationWrapper):
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 0.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"defensive": 2.0}}, ValueError, "defensive"),
         (lambda: "Pendulum-v1", {"policy_kwargs": {"policy_energy": "max"}}, ValueError, "policy_energy"),
-        (lambda: "Pendulum-v1", {"policy_kwargs": {"deterministic_act": "mean"}}, ValueError,
+        (lambda: "Pendulum-v1", {"policy_kwargs": {"deterministic_act": "median"}}, ValueError,
          "deterministic_act"),
         (
             lambda: "Pendulum-v1",
@@ -356,27 +356,39 @@ def test_policy_n_steps_is_a_deprecated_alias_of_search_steps():
     assert model.n_steps == 1  # the n-step return is untouched
 
 
-def test_deterministic_act_proposal_changes_evaluation_only(tmp_path) -> None:
-    """deterministic_act="proposal": predict(deterministic=True) is the proposal's mode rescaled to
-    the box, the behaviour act and every update are the incumbent's (same seed, same parameters
-    after learning with deterministic predictions in between), and save/load keeps the choice."""
+@pytest.mark.parametrize("act", ["proposal", "mean"])
+def test_deterministic_act_changes_evaluation_only(tmp_path, act: str) -> None:
+    """deterministic_act="proposal" | "mean": predict(deterministic=True) is the proposal's mode or
+    the Boltzmann policy's mean action (fixed draws) rescaled to the box; the behaviour act and every
+    update are the default's (same seed, same parameters after learning with deterministic
+    predictions in between), and save/load keeps the choice."""
+    from ebrl.agents.sql.policies import MEAN_DRAWS
+    from ebrl.samplers.base import FIXED_INIT_SEED
+
     models = {}
-    for act in ("search", "proposal"):
+    for name in ("search", act):
         env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
-        model = tiny_sql(env, policy_kwargs={"deterministic_act": act}, seed=0)
+        model = tiny_sql(env, policy_kwargs={"deterministic_act": name}, seed=0)
         # An evaluation every 50 steps, as the benchmarks do during training.
         model.learn(200, callback=EvalCallback(short_pendulum(seed=1), eval_freq=50, n_eval_episodes=1))
-        models[act] = model
-    searched, proposed = (models[act].policy.parameters() for act in ("search", "proposal"))
-    for a, b in zip(searched, proposed, strict=True):
+        models[name] = model
+    searched, other = (models[name].policy.parameters() for name in ("search", act))
+    for a, b in zip(searched, other, strict=True):
         assert torch.equal(a, b)
-    model = models["proposal"]
+    model = models[act]
+    policy = model.policy
     obs = short_pendulum(n_envs=3, seed=2).reset()
+    states = policy.obs_to_tensor(obs)[0]
     with torch.no_grad():
-        mode = model.policy.proposal.mode(model.policy.obs_to_tensor(obs)[0]).numpy()
+        if act == "proposal":
+            expected = policy.proposal.mode(states).numpy()
+        else:
+            fixed = torch.Generator().manual_seed(FIXED_INIT_SEED)
+            expected = policy.boltzmann.mean_action(states, n=MEAN_DRAWS, generator=fixed).numpy()
     action, _ = model.predict(obs, deterministic=True)
-    np.testing.assert_allclose(action, 2.0 * mode, rtol=1e-6)  # Pendulum's box is [-2, 2]
+    np.testing.assert_allclose(action, 2.0 * expected, rtol=1e-6)  # Pendulum's box is [-2, 2]
+    assert not np.allclose(action, models["search"].predict(obs, deterministic=True)[0])
     model.save(tmp_path / "sql")
     loaded = SQL.load(tmp_path / "sql", device="cpu")
-    assert loaded.policy.deterministic_act == "proposal"
+    assert loaded.policy.deterministic_act == act
     np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], action, rtol=1e-6)
