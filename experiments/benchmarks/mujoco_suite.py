@@ -211,12 +211,19 @@ def adopt_runs(src: Path, old_hash: str, jsonl: Path, sql_settings: dict[str, An
     """
     import inspect
 
-    from ebrl.agents.sql import SQL
+    from ebrl.agents.sql import SQL, SQLPolicy
 
-    defaults = {name: p.default for name, p in inspect.signature(SQL.__init__).parameters.items()}
+    def defaults(cls: type) -> dict[str, Any]:
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+
+    algo_defaults, policy_defaults = defaults(SQL), defaults(SQLPolicy)
     runs = [r for r in load_runs(src) if r["algo"] == "SQL" and r["settings_hash"] == old_hash]
     for r in runs:  # every run is checked before any is written
-        wrong = {k: v for k, v in r["kwargs"].items() if k not in defaults or defaults[k] != v}
+        kwargs = dict(r["kwargs"])
+        # policy_kwargs are checked one by one against the policy's defaults
+        wrong = {f"policy_kwargs[{k!r}]": v for k, v in kwargs.pop("policy_kwargs", {}).items()
+                 if k not in policy_defaults or policy_defaults[k] != v}
+        wrong.update({k: v for k, v in kwargs.items() if k not in algo_defaults or algo_defaults[k] != v})
         if wrong:
             raise ValueError(f"runs with settings hash {old_hash} passed {wrong}, which are not SQL's "
                              "defaults today: they are not runs of the defaults")

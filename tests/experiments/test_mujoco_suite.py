@@ -50,3 +50,17 @@ def test_adopt_runs_takes_only_runs_whose_arguments_are_todays_defaults(tmp_path
     with pytest.raises(ValueError, match="learning_rate"):
         suite.adopt_runs(src, "other", dst, sql)
     assert len(dst.read_text().splitlines()) == 1
+    # policy_kwargs count item by item against the policy's defaults
+    from ebrl.agents.sql import SQLPolicy
+
+    default_act = inspect.signature(SQLPolicy.__init__).parameters["deterministic_act"].default
+    other_act = "proposal" if default_act != "proposal" else "search"
+    rows = [{**base, "seed": 4, "kwargs": {"policy_kwargs": {"deterministic_act": default_act}},
+             "settings_hash": "pk"},
+            {**base, "seed": 5, "kwargs": {"policy_kwargs": {"deterministic_act": other_act}},
+             "settings_hash": "pk_other"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert suite.adopt_runs(src, "pk", dst, sql) == 1
+    with pytest.raises(ValueError, match="deterministic_act"):
+        suite.adopt_runs(src, "pk_other", dst, sql)
+    assert len(dst.read_text().splitlines()) == 2
