@@ -151,15 +151,15 @@ class SQLPolicy(SoftQPolicy):
             compiled act, nothing else waits for a compile. ``False``: always eager (e.g. where
             no C++ compiler is installed).
         deterministic_act: what ``predict(..., deterministic=True)`` returns (the evaluation act;
-            the behaviour act is always a draw of the Boltzmann policy). ``"search"``: the
-            noise-free search on the energy from the proposal's quantiles, the lowest-energy chain
-            (:meth:`ebrl.BoltzmannPolicy.mode`). ``"proposal"``: the proposal's mode
-            tanh(mu_phi(s)) with no search (as SAC evaluates its mean; needs ``proposal=True``):
-            it never consults the critic at acting time, so it cannot act on the critic's
-            over-estimated maxima (experiments/results/sql_tuning.md). ``"mean"``: the mean action
-            of the Boltzmann policy E_pi[a|s] (:meth:`ebrl.BoltzmannPolicy.mean_action`,
-            ``MEAN_DRAWS`` fixed importance draws), a function of the energy that averages over the
-            policy's mass instead of descending to the critic's nearest maximum.
+            the behaviour act is always a draw of the Boltzmann policy). ``"mean"`` (the default,
+            chosen on the tuning tasks: experiments/results/sql_tuning.md): the Boltzmann policy's
+            mean action E_pi[a|s] (:meth:`ebrl.BoltzmannPolicy.mean_action` over ``MEAN_DRAWS``
+            fixed importance draws), a function of the energy that averages over the policy's mass
+            instead of descending to the critic's nearest maximum. ``"search"`` (the default before):
+            the noise-free search on the energy from the proposal's quantiles, the lowest-energy
+            chain (:meth:`ebrl.BoltzmannPolicy.mode`); it lost whole episodes where the learned
+            critic has a spurious maximum. ``"proposal"``: q_phi's mode tanh(mu_phi(s)), as SAC
+            evaluates its mean (needs ``proposal=True``; not a function of the energy).
         temperature: initial alpha of pi ∝ exp(Q/alpha); the algorithm updates it when tuned.
         normalize_images: passed to SB3's observation preprocessing.
         optimizer_class, optimizer_kwargs: the critics' optimiser.
@@ -185,7 +185,7 @@ class SQLPolicy(SoftQPolicy):
         n_candidates: int = 16,
         defensive: float = 0.1,
         compile_act: bool | str = "auto",
-        deterministic_act: str = "search",
+        deterministic_act: str = "mean",
         temperature: float = 1.0,
         normalize_images: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
@@ -288,7 +288,7 @@ class SQLPolicy(SoftQPolicy):
             check_int("n_candidates", kwargs["n_candidates"], minimum=1)
         if "defensive" in kwargs:
             check_fraction("defensive", kwargs["defensive"], allow_none=False)
-        act = check_choice("deterministic_act", kwargs.get("deterministic_act", "search"), DETERMINISTIC_ACTS)
+        act = check_choice("deterministic_act", kwargs.get("deterministic_act", "mean"), DETERMINISTIC_ACTS)
         if act == "proposal" and not kwargs.get("proposal", True):
             raise ValueError("deterministic_act='proposal' needs a learned proposal, got proposal=False")
         compile_act = kwargs.get("compile_act", "auto")
