@@ -125,7 +125,8 @@ class SQLPolicy(SoftQPolicy):
             with a DeprecationWarning).
         step_size: first step size of the search (``None``: the per-kind default).
         sampler_kwargs: extra keyword arguments of the sampler class.
-        n_chains: chains per state in deterministic mode (the lowest-energy one is returned).
+        n_chains: chains per state of the deterministic search (``deterministic_act="search"``;
+            the lowest-energy one is returned).
             ``None``: 1 with a proposal (the descent starts at q_phi's mode; more starts let the
             noise-free search pick actions whose Q is over-estimated: on HalfCheetah 16 starts
             evaluated worse than 1, see experiments/results/sql_tuning.md), 16 without.
@@ -351,15 +352,15 @@ class SQLPolicy(SoftQPolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> Tensor:
         states = check_finite("observation", self.states(observation))
+        # Buffers are replaced when the module moves device: point the Boltzmann policy at the
+        # current ones (alpha and the step scale are stored here, once).
+        self.boltzmann.log_temperature = self.log_temperature
+        self.boltzmann.log_step_scale = self.log_step_scale
         if deterministic and self.deterministic_act == "proposal":
             return self.proposal.mode(states)
         if deterministic and self.deterministic_act == "mean":
             fixed = torch.Generator(device=states.device).manual_seed(FIXED_INIT_SEED)
             return self.boltzmann.mean_action(states, n=MEAN_DRAWS, generator=fixed)
-        # Buffers are replaced when the module moves device: point the Boltzmann policy at the
-        # current ones (alpha and the step scale are stored here, once).
-        self.boltzmann.log_temperature = self.log_temperature
-        self.boltzmann.log_step_scale = self.log_step_scale
         # SB3 predicts under no_grad; the search needs input gradients of the energy.
         with torch.enable_grad():
             if deterministic:
