@@ -282,7 +282,7 @@ class BoltzmannPolicy:
         """
         n = check_int("n", n, minimum=2)
         states, single = self._states(states)
-        _, log_w = self._weighted_particles(states, n, generator)
+        _, _, log_w = self._weighted_particles(states, n, generator)
         log_z, stderr = importance_log_z(log_w)
         return (log_z[0], stderr[0]) if single else (log_z, stderr)
 
@@ -300,21 +300,10 @@ class BoltzmannPolicy:
         """
         n = check_int("n", n, minimum=2)
         states, single = self._states(states)
-        kw = {"device": states.device, "dtype": states.dtype, "generator": generator}
-        batch, dim = len(states), self.act_dim
         with torch.no_grad():
-            if self.proposal is None:
-                u = torch.rand((1, n, dim), **kw).expand(batch, -1, -1)
-                actions = self.sampler.low + (self.sampler.high - self.sampler.low) * u
-                log_q = torch.zeros(actions.shape[:-1], device=states.device, dtype=states.dtype)
-            else:
-                n_u = math.ceil(self.defensive * n)  # as defensive_sample counts them
-                xi = torch.randn((1, n - n_u, dim), **kw)
-                a_u = torch.rand((1, n_u, dim), **kw).expand(batch, -1, -1)
-                actions, log_q, _ = defensive_draw(self.proposal, states, xi, a_u)
+            actions, _, log_w = self._weighted_particles(states, n, generator, shared=True)
             # A non-finite energy (a diverged critic) must not turn the mean into NaN.
-            log_w = torch.nan_to_num(-self.energy.energy(actions, states) / self.temperature - log_q,
-                                     nan=-1e30, posinf=1e30, neginf=-1e30)
+            log_w = torch.nan_to_num(log_w, nan=-1e30, posinf=1e30, neginf=-1e30)
             mean = (torch.softmax(log_w, dim=-1)[..., None] * actions).sum(1)
         return mean[0] if single else mean
 
@@ -344,28 +333,35 @@ class BoltzmannPolicy:
                 f"({tuple(states.shape)} given), got {tuple(actions.shape)}"
             )
         with torch.no_grad():
-            energies, log_w = self._weighted_particles(states, n, generator)
+            _, energies, log_w = self._weighted_particles(states, n, generator)
             e = self.energy.energy(actions.reshape(len(states), -1, self.act_dim), states)  # (batch, k)
             weights = torch.softmax(log_w, dim=-1)  # (batch, n)
             below = (energies[:, None, :] < e[..., None]).to(weights.dtype)  # (batch, k, n)
             return (below * weights[:, None, :]).sum(-1).reshape(lead)
 
     def _weighted_particles(
-        self, states: Tensor, n: int, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor]:
-        """Energies E(s, a_i) ``(batch, n)`` at n importance particles per state and their
-        log-weights -E/alpha - log q(a_i) (uniform on the box, or the defensive mixture)."""
-        dim = self.act_dim
+        self, states: Tensor, n: int, generator: torch.Generator | None, shared: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """n importance particles a_i per state ``(batch, n, act_dim)``, their energies E(s, a_i)
+        ``(batch, n)`` and log-weights -E/alpha - log q(a_i) (uniform on the box, or the defensive
+        mixture). With ``shared`` every state gets the same random numbers (with a fixed generator,
+        a deterministic function of each state, whatever its row)."""
+        dim, batch = self.act_dim, states.shape[0]
+        kw = {"device": states.device, "dtype": states.dtype, "generator": generator}
+        rows = 1 if shared else batch
         if self.proposal is None:
-            a = torch.rand(
-                (states.shape[0], n, dim), device=states.device, dtype=states.dtype, generator=generator
-            )
+            a = torch.rand((rows, n, dim), **kw).expand(batch, -1, -1)
             a = self.sampler.low + (self.sampler.high - self.sampler.low) * a
             log_q = torch.full(a.shape[:-1], -dim * math.log(self.sampler.high - self.sampler.low))
+        elif shared:
+            n_u = math.ceil(self.defensive * n)  # as defensive_sample counts them
+            xi = torch.randn((1, n - n_u, dim), **kw)
+            a_u = torch.rand((1, n_u, dim), **kw).expand(batch, -1, -1)
+            a, log_q, _ = defensive_draw(self.proposal, states, xi, a_u)
         else:
             a, log_q, _ = defensive_sample(self.proposal, states, n, self.defensive, generator)
         energies = self.energy.energy(a, states)
-        return energies, -energies / self.temperature - log_q.to(a)
+        return a, energies, -energies / self.temperature - log_q.to(a)
 
     def soft_value(self, states: Tensor, n: int = 1024, generator: torch.Generator | None = None) -> Tensor:
         """V(s) = alpha log Z(s) = alpha log ∫ exp(Q(s, a)/alpha) da (the soft state value)."""

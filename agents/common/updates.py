@@ -31,3 +31,13 @@ def make_optimizer(
     if optimizer_class in (torch.optim.Adam, torch.optim.AdamW) and not {"fused", "foreach"} & kwargs.keys():
         kwargs["fused"] = True
     return optimizer_class(params, lr=lr, **kwargs)
+
+
+def temperature_optimizer(log_temperature: Tensor, learned: bool, lr: float) -> torch.optim.Optimizer | None:
+    """SAC's temperature update for either agent: with ``learned``, the policy's ``log_temperature``
+    buffer itself becomes the trained variable (alpha stays stored in one place) under its own Adam;
+    with a fixed alpha, no optimiser."""
+    if not learned:
+        return None
+    log_temperature.requires_grad_(True)
+    return make_optimizer(torch.optim.Adam, [log_temperature], lr, {})

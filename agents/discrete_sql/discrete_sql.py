@@ -46,11 +46,16 @@ from ebrl.agents.common.checks import (
     resolve_target_entropy,
 )
 from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from ebrl.agents.common.updates import make_optimizer, polyak
+from ebrl.agents.common.updates import polyak, temperature_optimizer
 from ebrl.agents.discrete_sql.policies import DiscreteSQLPolicy, MlpPolicy, check_average_decay
 from ebrl.validation import check_float, check_int, check_positive_float
 
 SelfDiscreteSQL = TypeVar("SelfDiscreteSQL", bound="DiscreteSQL")
+
+
+def softmax_entropy(log_pi: torch.Tensor) -> torch.Tensor:
+    """H(pi) = -sum_a pi(a) log pi(a) per row, from log-probabilities ``(batch, n_actions)``."""
+    return -(log_pi.exp() * log_pi).sum(1)
 
 
 class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
@@ -173,9 +178,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.target_entropy = resolve_target_entropy(self.target_entropy, self.action_space)
         # Not a copy: alpha lives in the policy's log_temperature buffer, which the policy acts with.
         self.log_alpha = self.policy.log_temperature
-        if self._alpha_auto:
-            self.log_alpha.requires_grad_(True)
-            self.alpha_optimizer = make_optimizer(torch.optim.Adam, [self.log_alpha], self.lr_schedule(1), {})
+        self.alpha_optimizer = temperature_optimizer(self.log_alpha, self._alpha_auto, self.lr_schedule(1))
 
     def _create_aliases(self) -> None:
         self.q_net = self.policy.q_net
@@ -216,8 +219,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
             self.policy.update_average()
             if self.alpha_optimizer is not None:
                 # The exact entropy of the current policy at the batch states (Q detached).
-                log_pi = torch.log_softmax(q_all.detach() / alpha, dim=1)
-                policy_entropy = -(log_pi.exp() * log_pi).sum(1).mean()
+                policy_entropy = softmax_entropy(torch.log_softmax(q_all.detach() / alpha, dim=1)).mean()
                 alpha_loss = self.log_alpha * (policy_entropy - self.target_entropy)
                 self.alpha_optimizer.zero_grad()
                 alpha_loss.backward()
@@ -246,8 +248,7 @@ class DiscreteSQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         discounts = data.discounts.reshape(-1) if data.discounts is not None else self.gamma
         logits = self.policy.q_values(data.next_observations, target=True) / alpha
         value = alpha * torch.logsumexp(logits, dim=1)
-        log_pi = torch.log_softmax(logits, dim=1)
-        entropy = -(log_pi.exp() * log_pi).sum(1)
+        entropy = softmax_entropy(torch.log_softmax(logits, dim=1))
         not_done = 1.0 - data.dones.reshape(-1)
         target = self.reward_scale * data.rewards.reshape(-1) + not_done * discounts * value
         if self.munchausen > 0:

@@ -44,7 +44,7 @@ from ebrl.agents.common.checks import (
     resolve_target_entropy,
 )
 from ebrl.agents.common.guard import DEFAULT_MAX_DIVERGENCES, DivergenceGuardMixin, check_max_divergences
-from ebrl.agents.common.updates import make_optimizer, polyak
+from ebrl.agents.common.updates import polyak, temperature_optimizer
 from ebrl.agents.sql.policies import MlpPolicy, SQLPolicy
 from ebrl.estimators import ESTIMATORS, mixture_soft_value, soft_value, uniform_soft_value
 from ebrl.proposals import defensive_sample, forward_kl_loss
@@ -199,9 +199,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         # Not a copy: alpha lives in one place, the policy's log_temperature buffer, which the
         # acting Boltzmann policy reads (docs/architecture.md, "Where each concept lives").
         self.log_alpha = self.policy.log_temperature
-        if self._alpha_auto:
-            self.log_alpha.requires_grad_(True)
-            self.alpha_optimizer = make_optimizer(torch.optim.Adam, [self.log_alpha], self.lr_schedule(1), {})
+        self.alpha_optimizer = temperature_optimizer(self.log_alpha, self._alpha_auto, self.lr_schedule(1))
 
     def _create_aliases(self) -> None:
         self.critic = self.policy.critics
