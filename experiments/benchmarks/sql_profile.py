@@ -301,7 +301,11 @@ def aggregate(stats: pstats.Stats, model: Any) -> dict[str, Any]:
 
 
 def make_model(
-    algo: str, warmup: int, sql_policy_kwargs: dict[str, Any] | None = None, run_steps: int = 50_000
+    algo: str,
+    warmup: int,
+    sql_policy_kwargs: dict[str, Any] | None = None,
+    run_steps: int = 50_000,
+    sql_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     import gymnasium as gym
 
@@ -310,7 +314,7 @@ def make_model(
         from ebrl.agents import SQL
 
         model = SQL("MlpPolicy", env, seed=0, device="cpu", learning_starts=warmup,
-                    policy_kwargs=sql_policy_kwargs)
+                    policy_kwargs=sql_policy_kwargs, **(sql_kwargs or {}))
         # The timed steps stand for a slice of a run of run_steps env steps: SQL plans its act for
         # that run as learn(run_steps) would (compile_act="auto" compiles for runs >= 20k steps).
         model.policy.plan_acting(run_steps)
@@ -376,7 +380,9 @@ def profile_algo(algo: str, args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{algo} {time.perf_counter() - t0:7.1f} s] {msg}", flush=True)  # noqa: E731
-    model = make_model(algo, args.warmup, json.loads(args.sql_policy_kwargs), args.run_steps)
+    model = make_model(
+        algo, args.warmup, json.loads(args.sql_policy_kwargs), args.run_steps, json.loads(args.sql_kwargs)
+    )
     log(f"warm-up learn({args.warmup + 200}) with learning_starts={args.warmup}")
     warm = timed_learn(model, args.warmup + 200)
 
@@ -627,6 +633,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algos", nargs="+", default=["SQL", "SAC"], choices=["SQL", "SAC"])
     parser.add_argument(
         "--sql-policy-kwargs", default="null", help='JSON policy_kwargs of SQL, e.g. {"compile_act": true}'
+    )
+    parser.add_argument(
+        "--sql-kwargs", default="{}", help='JSON keyword arguments of SQL, e.g. {"proposal_update_interval": 1}'
     )
     parser.add_argument("--run-steps", type=int, default=50_000,
                         help="length of the run the timed steps stand for (SQL plans its act for it)")
