@@ -24,6 +24,7 @@ def test_adopt_runs_takes_only_runs_whose_arguments_are_todays_defaults(tmp_path
     from ebrl.agents.sql import SQL
 
     default_te = inspect.signature(SQL.__init__).parameters["target_entropy"].default
+    other_lr = inspect.signature(SQL.__init__).parameters["learning_rate"].default / 10  # not a default
     base = {"task": "halfcheetah", "algo": "SQL", "steps": 50_000, "eval_every": 5000, "eval_episodes": 10,
             "device": "cpu", "learn_from": 10_000, "settings_hash": "cand", "command": "x",
             "final_return": 1.0}
@@ -31,7 +32,7 @@ def test_adopt_runs_takes_only_runs_whose_arguments_are_todays_defaults(tmp_path
     rows = [{**base, "seed": 0, "kwargs": {"target_entropy": default_te}},  # the candidate: adopted
             # another candidate, and the old defaults, whose arguments are today's defaults too:
             # only the named hash says which runs had today's effective settings
-            {**base, "seed": 1, "kwargs": {"learning_rate": 1e-3}, "settings_hash": "other"},
+            {**base, "seed": 1, "kwargs": {"learning_rate": other_lr}, "settings_hash": "other"},
             {**base, "seed": 2, "kwargs": {"learning_starts": 10_000}, "settings_hash": "old"},
             {**base, "seed": 3, "algo": "SAC", "kwargs": {"target_entropy": default_te}}]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
