@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
         "--sql-policy-kwargs", default="null", help='JSON policy_kwargs of SQL, e.g. {"compile_act": true}'
     )
     parser.add_argument(
-        "--sql-kwargs", default="{}", help='JSON keyword arguments of SQL, e.g. {"proposal_update_interval": 1}'
+        "--sql-kwargs", default="{}", help='JSON keyword arguments of SQL, e.g. {"n_particles": 4}'
     )
     parser.add_argument("--run-steps", type=int, default=50_000,
                         help="length of the run the timed steps stand for (SQL plans its act for it)")
