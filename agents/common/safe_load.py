@@ -316,7 +316,7 @@ def _rebuild(
         elif key == "train_freq":
             value = _train_freq(cls, meta)
         elif key == "learning_rate":
-            value = meta.get("learning_rate") or _optimizer_lr(path)
+            value = meta.get("learning_rate") or _optimizer_lr(cls, path)
             warnings.warn(
                 f"{path}: the learning-rate schedule is pickled code; continuing training with the "
                 f"constant rate {value} (or {OPT_IN})",
@@ -351,10 +351,10 @@ def _train_freq(cls: type[BaseAlgorithm], meta: dict[str, Any]) -> TrainFreq:
     return TrainFreq(int(freq), TrainFrequencyUnit(unit))
 
 
-def _optimizer_lr(path: Path) -> float:
-    with zipfile.ZipFile(path) as archive:
+def _optimizer_lr(cls: type[BaseAlgorithm], path: Path) -> float:
+    with zipfile.ZipFile(path) as archive:  # no saved optimiser: the class's default rate
         if "policy.optimizer.pth" not in archive.namelist():
-            return 3e-4
+            return float(inspect.signature(cls.__init__).parameters["learning_rate"].default)
         state = torch.load(io.BytesIO(archive.read("policy.optimizer.pth")), weights_only=True)
     return float(state["param_groups"][0]["lr"])
 

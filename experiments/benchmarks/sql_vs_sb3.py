@@ -59,7 +59,7 @@ CARTPOLE_ZOO = {
 
 TASKS = {
     # SAC: SB3 defaults (2x256, lr 3e-4, batch 256, tau 0.005, auto entropy). SQL: its frozen
-    # defaults, nothing passed (the same network sizes, batch, lr and tau as SAC's).
+    # defaults, nothing passed (the same network sizes, batch and tau as SAC's; lr 1e-3).
     "pendulum": Task(
         env_id="Pendulum-v1",
         steps=20_000,
@@ -191,7 +191,7 @@ def summarise(runs: list[dict[str, Any]], task_name: str) -> dict[str, Any]:
 
 NOTES = """Notes:
 
-- Evaluation: deterministic (SQL: noise-free search, best of the chains), 5 episodes (Pendulum) or
+- Evaluation: deterministic (SQL: the Boltzmann policy's mean action), 5 episodes (Pendulum) or
   10 (CartPole) per point on a separately seeded env; "final" is the last point. With
   ``train_freq=256`` the CartPole runs stop at 50,176 steps (SB3 finishes the rollout chunk), so
   the final CartPole point is at 50,176; at exactly 50,000 DiscreteSQL scored 500 / 500 / 492.
@@ -200,7 +200,8 @@ NOTES = """Notes:
 - SQL on Pendulum runs its frozen defaults (nothing passed: 10 000 uniform random steps before
   learning, a learned proposal starts the chains by SIR, 3 MALA steps on -min(Q1, Q2), M = 2
   importance particles, alpha = "auto" aimed at -0.5 nats per action dimension,
-  target_entropy="auto_0.5"); how they were chosen: experiments/results/sql_tuning.md.
+  target_entropy="auto_0.5", learning rate 1e-3 where SAC's is 3e-4); how they were chosen:
+  experiments/results/sql_tuning.md.
   Where the time goes: experiments/results/sql_profile.md. Networks are the same size (2 x 256)
   for both. SAC here uses SB3's defaults (learning from step 100), so SQL's whole-run steps/s
   count 10 000 cheap random steps that SAC's do not: the speed ratio is not a per-update

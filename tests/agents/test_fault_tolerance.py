@@ -220,3 +220,20 @@ def test_pickled_code_needs_an_opt_in(saved, tmp_path: Path) -> None:
         safe_load(SQL, tmp_path / "custom.zip")
     with pytest.raises((TypeError, ValueError)):  # the opt-in unpickles; SQLPolicy then rejects the class
         safe_load(SQL, tmp_path / "custom.zip", allow_pickle=True)
+
+
+def test_a_pickled_schedule_falls_back_to_the_saved_rate_then_to_the_default(saved, tmp_path: Path) -> None:
+    import inspect
+    import zipfile
+
+    from ebrl.agents.common.safe_load import _optimizer_lr
+
+    model, _, plain = saved
+    saved_rate = model.policy.optimizer.param_groups[0]["lr"]
+    assert _optimizer_lr(SQL, plain) == pytest.approx(saved_rate)
+    stripped = tmp_path / "no_optimizer.zip"  # an archive without the optimiser's state
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for name in src.namelist():
+            if name != "policy.optimizer.pth":
+                dst.writestr(name, src.read(name))
+    assert _optimizer_lr(SQL, stripped) == inspect.signature(SQL.__init__).parameters["learning_rate"].default
