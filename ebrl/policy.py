@@ -11,7 +11,7 @@ from torch import Tensor
 from ebrl._fused import FusedAct, fusable
 from ebrl.energies import Energy, StateActionEnergy
 from ebrl.estimators import importance_log_z
-from ebrl.proposals import TanhGaussianProposal, defensive_draw, defensive_sample, mala_first_step
+from ebrl.proposals import TanhGaussianProposal, defensive_sample, mala_first_step
 from ebrl.samplers import Langevin, Sampler, SampleResult
 from ebrl.samplers.base import FIXED_INIT_SEED
 from ebrl.validation import check_finite, check_fraction, check_int, check_positive_float, check_tensor
@@ -347,19 +347,14 @@ class BoltzmannPolicy:
         mixture). With ``shared`` every state gets the same random numbers (with a fixed generator,
         a deterministic function of each state, whatever its row)."""
         dim, batch = self.act_dim, states.shape[0]
-        kw = {"device": states.device, "dtype": states.dtype, "generator": generator}
-        rows = 1 if shared else batch
         if self.proposal is None:
-            a = torch.rand((rows, n, dim), **kw).expand(batch, -1, -1)
+            rows = 1 if shared else batch
+            a = torch.rand((rows, n, dim), device=states.device, dtype=states.dtype, generator=generator)
+            a = a.expand(batch, -1, -1)
             a = self.sampler.low + (self.sampler.high - self.sampler.low) * a
             log_q = torch.full(a.shape[:-1], -dim * math.log(self.sampler.high - self.sampler.low))
-        elif shared:
-            n_u = math.ceil(self.defensive * n)  # as defensive_sample counts them
-            xi = torch.randn((1, n - n_u, dim), **kw)
-            a_u = torch.rand((1, n_u, dim), **kw).expand(batch, -1, -1)
-            a, log_q, _ = defensive_draw(self.proposal, states, xi, a_u)
         else:
-            a, log_q, _ = defensive_sample(self.proposal, states, n, self.defensive, generator)
+            a, log_q, _ = defensive_sample(self.proposal, states, n, self.defensive, generator, shared=shared)
         energies = self.energy.energy(a, states)
         return a, energies, -energies / self.temperature - log_q.to(a)
 

@@ -155,6 +155,7 @@ def defensive_sample(
     n: int,
     defensive: float,
     generator: torch.Generator | None = None,
+    shared: bool = False,
 ) -> DefensiveDraw:
     """n draws per state from the defensive mixture of U([-1, 1]^d) and q_phi(.|s), without gradients.
 
@@ -162,18 +163,22 @@ def defensive_sample(
     counts, so every state gets at least one uniform draw, and the density of the pooled draws is
     the *balance heuristic* q_mix = (n_u/n) U + (1 - n_u/n) q_phi (Veach & Guibas 1995), with
     which the importance-sampling estimate of Z stays unbiased (and with lower variance than
-    choosing the component at random per draw).
+    choosing the component at random per draw). With ``shared`` every state gets the same random
+    numbers (pushed through its own q_phi), so with a fixed generator the draws of a state do not
+    depend on its row or on the other states.
     """
     n_u = math.ceil(defensive * n)
+    batch = states.shape[0]
+    rows = 1 if shared else batch
     kw = {"device": states.device, "dtype": states.dtype, "generator": generator}
-    xi = torch.randn((states.shape[0], n - n_u, proposal.act_dim), **kw)
-    a_u = torch.rand((states.shape[0], n_u, proposal.act_dim), **kw)
+    xi = torch.randn((rows, n - n_u, proposal.act_dim), **kw)  # broadcasts over states in defensive_draw
+    a_u = torch.rand((rows, n_u, proposal.act_dim), **kw).expand(batch, -1, -1)
     return defensive_draw(proposal, states, xi, a_u)
 
 
 def defensive_draw(proposal: TanhGaussianProposal, states: Tensor, xi: Tensor, a_u: Tensor) -> DefensiveDraw:
     """:func:`defensive_sample` from given random numbers, without gradients: standard normals
-    ``xi`` ``(batch, n - n_u, d)`` for the q_phi draws and uniforms on [0, 1) ``a_u``
+    ``xi`` ``(batch or 1, n - n_u, d)`` for the q_phi draws and uniforms on [0, 1) ``a_u``
     ``(batch, n_u, d)`` for the box draws (a pure function, which ``torch.compile`` can capture)."""
     n_u, n = a_u.shape[1], a_u.shape[1] + xi.shape[1]
     with torch.no_grad():
