@@ -380,6 +380,36 @@ def iqm(x: np.ndarray) -> float:
     return float(x[k:len(x) - k].mean())
 
 
+def ratio_iqm_interval(sql: np.ndarray, sac: np.ndarray, n_boot: int = 10_000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of IQM(sql) / IQM(sac), seeds resampled within each algorithm
+    (the stratified bootstrap of Agarwal et al. 2021, "Deep RL at the edge of the statistical
+    precipice"). None where a resample's SAC IQM is not positive (the ratio is then meaningless) or
+    an algorithm has one seed. A fixed generator: the report is a pure function of the runs."""
+    sql, sac = np.asarray(sql, dtype=float), np.asarray(sac, dtype=float)
+    if len(sql) < 2 or len(sac) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+
+    def boot_iqm(x: np.ndarray) -> np.ndarray:
+        draws = np.sort(x[rng.integers(0, len(x), size=(n_boot, len(x)))], axis=1)
+        k = int(0.25 * len(x))
+        return draws[:, k:len(x) - k].mean(1)
+
+    num, den = boot_iqm(sql), boot_iqm(sac)
+    if np.any(den <= 0):
+        return None
+    lo, hi = np.quantile(num / den, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def probability_of_improvement(sql: np.ndarray, sac: np.ndarray) -> float:
+    """P(X_SQL > X_SAC) + P(X_SQL = X_SAC) / 2 over all pairs of one SQL seed and one SAC seed (the
+    Mann-Whitney U statistic over n m; Agarwal et al. 2021): 0.5 = neither algorithm ahead."""
+    diff = np.asarray(sql, dtype=float)[:, None] - np.asarray(sac, dtype=float)[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
 def _mean(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
@@ -413,6 +443,10 @@ def summarise(runs: list[dict[str, Any]], task: str) -> dict[str, Any]:
         sql, sac = out["SQL"], out["SAC"]
         # a ratio of returns means nothing when the baseline's is not positive
         out["ratio_final_iqm"] = sql["final_iqm"] / sac["final_iqm"] if sac["final_iqm"] > 0 else None
+        out["ratio_final_iqm_ci95"] = ratio_iqm_interval(np.array(sql["final_returns"]),
+                                                         np.array(sac["final_returns"]))
+        out["p_sql_above_sac"] = probability_of_improvement(np.array(sql["final_returns"]),
+                                                            np.array(sac["final_returns"]))
         out["ratio_learn_steps_per_s_cpu"] = (
             sql["learn_steps_per_s_cpu"] / sac["learn_steps_per_s_cpu"]
             if sql["learn_steps_per_s_cpu"] and sac["learn_steps_per_s_cpu"] else None)
@@ -474,7 +508,11 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"| {_fmt(a['learn_steps_per_s_wall'])} | {_fmt(a['steps_per_s_cpu'])} |")
         lines.append("")
         if "SQL" in s and "SAC" in s:
-            lines += [f"SQL / SAC: final IQM {_fmt(s['ratio_final_iqm'], '.2f')}, learning-phase CPU "
+            ci = s.get("ratio_final_iqm_ci95")
+            ci_text = "n/a" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
+            lines += [f"SQL / SAC: final IQM {_fmt(s['ratio_final_iqm'], '.2f')} (95 % stratified "
+                      f"bootstrap interval over seeds {ci_text}; P(SQL seed > SAC seed) "
+                      f"{_fmt(s.get('p_sql_above_sac'), '.2f')}), learning-phase CPU "
                       f"steps/s {_fmt(s['ratio_learn_steps_per_s_cpu'], '.2f')}.", ""]
         partial = [f"{algo} from seed(s) {', '.join(map(str, s[algo]['speed_seeds'])) or '(none)'}"
                    for algo in ALGOS if algo in s and len(s[algo]["speed_seeds"]) < len(s[algo]["seeds"])]

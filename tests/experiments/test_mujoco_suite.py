@@ -65,3 +65,24 @@ def test_adopt_runs_takes_only_runs_whose_arguments_are_todays_defaults(tmp_path
     with pytest.raises(ValueError, match="deterministic_act"):
         suite.adopt_runs(src, "pk_other", dst, sql)
     assert len(dst.read_text().splitlines()) == 2
+
+
+def test_ratio_interval_and_probability_of_improvement_on_known_cases():
+    suite = load_suite()
+    import numpy as np
+
+    # every SQL seed above every SAC seed: P = 1; all seeds tied: P = 0.5; below: 0
+    assert suite.probability_of_improvement(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert suite.probability_of_improvement(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.5
+    assert suite.probability_of_improvement(np.array([0.0]), np.array([1.0, 2.0])) == 0.0
+    # the interval holds the point ratio, narrows as seeds agree, and is a pure function of the runs
+    rng = np.random.default_rng(1)
+    sql, sac = 200 + 50 * rng.standard_normal(10), 100 + 50 * rng.standard_normal(10) + 100
+    lo, hi = suite.ratio_iqm_interval(sql, sac)
+    assert lo < suite.iqm(sql) / suite.iqm(sac) < hi
+    assert suite.ratio_iqm_interval(sql, sac) == (lo, hi)
+    lo_t, hi_t = suite.ratio_iqm_interval(200 + 0.1 * (sql - 200), 200 + 0.1 * (sac - 200))
+    assert hi_t - lo_t < 0.2 * (hi - lo)
+    # undefined: one seed, or a baseline whose resampled IQM can be <= 0
+    assert suite.ratio_iqm_interval(sql[:1], sac) is None
+    assert suite.ratio_iqm_interval(sql, np.array([-5.0, 1.0, 2.0])) is None
