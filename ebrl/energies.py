@@ -151,6 +151,9 @@ class StateActionEnergy(Energy):
         hidden_sizes: widths of the hidden layers (at least one).
         activation: one of ``ACTIVATIONS`` (SiLU default: smooth gradients for Langevin).
         spectral_norm: wrap every linear layer in spectral normalisation.
+        layer_norm: layer normalisation (with its affine gain and bias) of every hidden layer's
+            pre-activation, Linear -> LayerNorm -> activation: the critic design of Ball et al.
+            2023 (RLPD) and Lee et al. 2024 (SimBa), which bounds the features' scale as Q grows.
 
     Shapes: ``states`` is ``S + (obs_dim,)`` and ``actions`` is ``S + C + (act_dim,)``; the state
     is broadcast over the extra chain dimensions C, e.g. states ``(batch, obs)`` with actions
@@ -164,8 +167,12 @@ class StateActionEnergy(Energy):
         hidden_sizes: Sequence[int] = (256, 256),
         activation: str = "silu",
         spectral_norm: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(layer_norm, bool):
+            raise TypeError(f"layer_norm must be a bool, got {layer_norm!r}")
+        self.layer_norm = layer_norm
         self.obs_dim = self.context_dim = check_int("obs_dim", obs_dim, minimum=1)
         self.act_dim = self.x_dim = check_int("act_dim", act_dim, minimum=1)
         hidden = _check_hidden(hidden_sizes)
@@ -178,10 +185,12 @@ class StateActionEnergy(Energy):
         if spectral_norm:
             self.action_in = nn.utils.parametrizations.spectral_norm(self.action_in)
         self.act = act()
+        # Identity without layer_norm: no parameters, so earlier state dicts still load.
+        self.in_norm: nn.Module = nn.LayerNorm(hidden[0]) if layer_norm else nn.Identity()
         layers: list[nn.Module] = []
         n_in = hidden[0]
         for h in hidden[1:]:
-            layers += [_linear(n_in, h, spectral_norm), act()]
+            layers += [_linear(n_in, h, spectral_norm), *([nn.LayerNorm(h)] if layer_norm else []), act()]
             n_in = h
         layers.append(_linear(n_in, 1, spectral_norm))
         self.trunk = nn.Sequential(*layers)
@@ -191,7 +200,7 @@ class StateActionEnergy(Energy):
         return _broadcast_context(feats, actions, feats.shape[-1], name="states")
 
     def _energy_from_features(self, feats: Tensor, actions: Tensor) -> Tensor:
-        return self.trunk(self.act(feats + self.action_in(actions))).squeeze(-1)
+        return self.trunk(self.act(self.in_norm(feats + self.action_in(actions)))).squeeze(-1)
 
     def forward(self, states: Tensor, actions: Tensor) -> Tensor:
         """E(s, a) with ``states`` ``S + (obs_dim,)`` and ``actions`` ``S + C + (act_dim,)``."""
@@ -240,11 +249,13 @@ class StateActionEnergy(Energy):
 
 def stackable(energies: Sequence[Energy]) -> bool:
     """Whether :func:`ensemble_energy` can run these energies as one batched pass: plain
-    state-action energies (no spectral normalisation) of one architecture."""
+    state-action energies (no spectral normalisation) of one architecture, with or without layer
+    normalisation."""
     first = energies[0]
     return all(
         isinstance(e, StateActionEnergy)
         and isinstance(first, StateActionEnergy)
+        and getattr(e, "layer_norm", False) == getattr(first, "layer_norm", False)
         and isinstance(e.state_in, nn.Linear)
         and isinstance(e.action_in, nn.Linear)
         and not nn.utils.parametrize.is_parametrized(e.state_in)

@@ -115,6 +115,8 @@ class SQLPolicy(SoftQPolicy):
             "before" profile (experiments/results/sql_profile.md), and the previous SiLU critics
             stalled on a MuJoCo task where ReLU ones learned (issue 11's measurements).
         n_critics: number of critics (2: the twin-Q minimum of Fujimoto et al. 2018).
+        critic_layer_norm: layer normalisation of every hidden pre-activation of the critics (Ball
+            et al. 2023; :class:`ebrl.energies.StateActionEnergy`). Off by default.
         policy_energy: the energy the Boltzmann policy samples and the proposal is fitted to:
             ``"min"`` (E = -min_i Q_i, :class:`ebrl.energies.PessimisticEnergy`: the function
             whose log-partition is the soft value of the target) or ``"first"`` (E = -Q_1).
@@ -174,6 +176,7 @@ class SQLPolicy(SoftQPolicy):
         net_arch: Sequence[int] = (256, 256),
         activation: str = "relu",
         n_critics: int = 2,
+        critic_layer_norm: bool = False,
         policy_energy: str = "min",
         sampler: str = "mala",
         search_steps: int = 3,
@@ -198,6 +201,7 @@ class SQLPolicy(SoftQPolicy):
             net_arch=net_arch,
             activation=activation,
             n_critics=n_critics,
+            critic_layer_norm=critic_layer_norm,
             policy_energy=policy_energy,
             sampler=sampler,
             search_steps=search_steps,
@@ -221,6 +225,7 @@ class SQLPolicy(SoftQPolicy):
         )
         # The settings as given, grouped: critics; search; chains; proposal.
         self.n_critics, self.policy_energy = n_critics, policy_energy
+        self.critic_layer_norm = critic_layer_norm
         self.sampler_kind, self.search_steps, self.step_size = sampler, search_steps, step_size
         self.sampler_kwargs, self.warm_start = sampler_kwargs, bool(warm_start)
         self.n_chains, self.explore_chains = n_chains, explore_chains
@@ -237,7 +242,9 @@ class SQLPolicy(SoftQPolicy):
         self.obs_dim = get_flattened_obs_dim(self.observation_space)
         self.act_dim = int(self.action_space.shape[0])
         self.critics = nn.ModuleList(
-            StateActionEnergy(self.obs_dim, self.act_dim, self.net_arch, activation) for _ in range(n_critics)
+            StateActionEnergy(self.obs_dim, self.act_dim, self.net_arch, activation,
+                              layer_norm=self.critic_layer_norm)
+            for _ in range(n_critics)
         )
         self.critic_targets = copy.deepcopy(self.critics)
         self.critic_targets.requires_grad_(False)
@@ -279,6 +286,8 @@ class SQLPolicy(SoftQPolicy):
         SoftQPolicy.check_kwargs(**kwargs)
         if "n_critics" in kwargs:
             check_int("n_critics", kwargs["n_critics"], minimum=1)
+        if not isinstance(kwargs.get("critic_layer_norm", False), bool):
+            raise TypeError(f"critic_layer_norm must be a bool, got {kwargs['critic_layer_norm']!r}")
         if "policy_energy" in kwargs:
             check_choice("policy_energy", kwargs["policy_energy"], ["min", "first"])
         if kwargs.get("n_chains") is not None:
@@ -311,8 +320,9 @@ class SQLPolicy(SoftQPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(
-            n_critics=self.n_critics, policy_energy=self.policy_energy,
-            sampler=self.sampler_kind, search_steps=self.search_steps, step_size=self.step_size,
+            n_critics=self.n_critics, critic_layer_norm=self.critic_layer_norm,
+            policy_energy=self.policy_energy, sampler=self.sampler_kind,
+            search_steps=self.search_steps, step_size=self.step_size,
             sampler_kwargs=self.sampler_kwargs, warm_start=self.warm_start,
             n_chains=self.n_chains, explore_chains=self.explore_chains,
             proposal=self.use_proposal, n_candidates=self.n_candidates, defensive=self.defensive,

@@ -114,7 +114,8 @@ DEPRECATED = {"SQLPolicy.n_steps", "SQLPolicy.compile_act"}
 # Keywords added later whose default reproduces what SQL did before they existed: left out of the
 # hash while they keep that default (proposal_loss "reverse" is the only loss there was).
 ADDED_AT_OLD_BEHAVIOUR = {"SQL.proposal_loss": "'reverse'",
-                          "SQLPolicy.deterministic_act": "'search'"}
+                          "SQLPolicy.deterministic_act": "'search'",
+                          "SQLPolicy.critic_layer_norm": "False"}
 # The default sampler's own settings (make_sampler's per-kind defaults, not keyword defaults of SQL
 # or its policy) as they were when the committed SQL runs were made; any change to them enters the
 # hash, so that such a change invalidates old runs instead of silently reusing them.

@@ -28,6 +28,12 @@ CASES = {
             "alpha": "auto_0.3",
         },
     ),
+    "sql_layer_norm": (
+        SQL,
+        SQLPolicy,
+        "Pendulum-v1",
+        {"policy_kwargs": {"net_arch": (32, 32), "critic_layer_norm": True}},
+    ),
     "discrete_sql": (
         DiscreteSQL,
         DiscreteSQLPolicy,

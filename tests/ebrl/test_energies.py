@@ -82,11 +82,24 @@ def test_shape_mismatches_are_named():
         energy.condition(torch.randn(5, 4))(torch.rand(6, 3, 2))
 
 
-def test_ensemble_energy_matches_the_members_and_their_gradients():
-    from ebrl.energies import ensemble_energy
-
+def relu_twins(hidden, layer_norm=False):
+    """Two ReLU state-action energies; with layer_norm, gains and biases moved off their (1, 0)
+    start so that they count."""
     torch.manual_seed(0)
-    members = [StateActionEnergy(5, 3, (16, 16), "relu") for _ in range(2)]
+    members = [StateActionEnergy(5, 3, hidden, "relu", layer_norm=layer_norm) for _ in range(2)]
+    with torch.no_grad():
+        for mod in (mod for m in members for mod in m.modules() if isinstance(mod, torch.nn.LayerNorm)):
+            mod.weight.uniform_(0.5, 1.5)
+            mod.bias.uniform_(-0.3, 0.3)
+    return members
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_ensemble_energy_matches_the_members_and_their_gradients(layer_norm):
+    from ebrl.energies import ensemble_energy, stackable
+
+    members = relu_twins((16, 16), layer_norm)
+    assert stackable(members)
     states = torch.randn(7, 5)
     for actions in (torch.rand(7, 3) * 2 - 1, torch.rand(7, 4, 3) * 2 - 1):
         out = ensemble_energy(members, states, actions)
@@ -118,14 +131,15 @@ def test_pessimistic_energy_is_the_twin_minimum_in_forward_and_condition():
         PessimisticEnergy([])
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
 @pytest.mark.parametrize("hidden", [(16,), (16, 16), (8, 8, 8)])
-def test_closed_form_gradient_of_relu_twins_equals_autograd(hidden) -> None:
-    """The samplers' E and dE/da for ReLU twin critics come without autograd: same values."""
+def test_closed_form_gradient_of_relu_twins_equals_autograd(hidden, layer_norm) -> None:
+    """The samplers' E and dE/da for ReLU twin critics (with or without layer normalisation) come
+    without autograd: same values."""
     from ebrl.energies import PessimisticEnergy
     from ebrl.samplers.base import energy_and_grad
 
-    torch.manual_seed(0)
-    energy = PessimisticEnergy([StateActionEnergy(5, 3, hidden, "relu") for _ in range(2)])
+    energy = PessimisticEnergy(relu_twins(hidden, layer_norm))
     states, actions = torch.randn(4, 5), torch.rand(4, 6, 3) * 2 - 1
     fn = energy.condition(states)
     assert fn.closed_form_grad is not None
