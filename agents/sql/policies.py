@@ -116,7 +116,7 @@ class SQLPolicy(SoftQPolicy):
             stalled on a MuJoCo task where ReLU ones learned (issue 11's measurements).
         n_critics: number of critics (2: the twin-Q minimum of Fujimoto et al. 2018).
         critic_layer_norm: layer normalisation of every hidden pre-activation of the critics (Ball
-            et al. 2023; :class:`ebrl.energies.StateActionEnergy`). Off by default: it cost 25 % more
+            et al. 2023; :class:`ebrl.energies.StateActionEnergy`). Off by default: it cost 17-25 % more
             CPU time per env step on HalfCheetah-v5 (experiments/results/sql_profile.md).
         policy_energy: the energy the Boltzmann policy samples and the proposal is fitted to:
             ``"min"`` (E = -min_i Q_i, :class:`ebrl.energies.PessimisticEnergy`: the function
