@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ebrl._stacked import StackedMax, closed_form_gradient, stack
 from ebrl.energies import PessimisticEnergy, stackable
@@ -37,7 +37,8 @@ def fusable(energy: Any, sampler: Any, proposal: Any, n_candidates: int) -> bool
         return False
     if not isinstance(energy, PessimisticEnergy) or len(energy.members) < 2 or not stackable(energy.members):
         return False
-    trunk = [m if not isinstance(m, nn.Linear) else (m.weight, m.bias) for m in energy.members[0].trunk]
+    with torch.no_grad():
+        trunk = stack(energy.members).trunk
     return closed_form_gradient(energy.members[0].act, trunk)
 
 

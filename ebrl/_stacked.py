@@ -108,7 +108,7 @@ def closed_form_gradient(act: nn.Module, trunk: Sequence[object]) -> bool:
     """Whether :func:`stacked_max_energy_and_grad` applies: ReLU activations only (their derivative
     is the mask of positive inputs; a smooth activation would need its own derivative), with or
     without layer normalisation before each."""
-    return type(act) is nn.ReLU and all(isinstance(m, tuple | Norm | nn.ReLU | nn.LayerNorm) for m in trunk)
+    return type(act) is nn.ReLU and all(isinstance(m, tuple | nn.ReLU) for m in trunk)
 
 
 def stacked_max_energy_and_grad(

@@ -255,7 +255,7 @@ def stackable(energies: Sequence[Energy]) -> bool:
     return all(
         isinstance(e, StateActionEnergy)
         and isinstance(first, StateActionEnergy)
-        and getattr(e, "layer_norm", False) == getattr(first, "layer_norm", False)
+        and e.layer_norm == first.layer_norm
         and isinstance(e.state_in, nn.Linear)
         and isinstance(e.action_in, nn.Linear)
         and not nn.utils.parametrize.is_parametrized(e.state_in)

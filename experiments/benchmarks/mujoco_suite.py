@@ -374,11 +374,16 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- summary, markdown, plot
 
+def _iqm_rows(x: np.ndarray) -> np.ndarray:
+    """Interquartile mean of every row of ``x`` ``(..., n)``: int(0.25 n) values cut from each end."""
+    x = np.sort(np.asarray(x, dtype=float), axis=-1)
+    k = int(0.25 * x.shape[-1])
+    return x[..., k:x.shape[-1] - k].mean(-1)
+
+
 def iqm(x: np.ndarray) -> float:
     """Interquartile mean = scipy.stats.trim_mean(x, 0.25): int(0.25 n) values cut from each end."""
-    x = np.sort(np.asarray(x, dtype=float))
-    k = int(0.25 * len(x))
-    return float(x[k:len(x) - k].mean())
+    return float(_iqm_rows(x))
 
 
 def ratio_iqm_interval(sql: np.ndarray, sac: np.ndarray, n_boot: int = 10_000, level: float = 0.95,
@@ -391,13 +396,7 @@ def ratio_iqm_interval(sql: np.ndarray, sac: np.ndarray, n_boot: int = 10_000, l
     if len(sql) < 2 or len(sac) < 2:
         return None
     rng = np.random.default_rng(seed)
-
-    def boot_iqm(x: np.ndarray) -> np.ndarray:
-        draws = np.sort(x[rng.integers(0, len(x), size=(n_boot, len(x)))], axis=1)
-        k = int(0.25 * len(x))
-        return draws[:, k:len(x) - k].mean(1)
-
-    num, den = boot_iqm(sql), boot_iqm(sac)
+    num, den = (_iqm_rows(x[rng.integers(0, len(x), size=(n_boot, len(x)))]) for x in (sql, sac))
     if np.any(den <= 0):
         return None
     lo, hi = np.quantile(num / den, [(1 - level) / 2, (1 + level) / 2])

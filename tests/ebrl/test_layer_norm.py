@@ -5,24 +5,15 @@ test_energies.py, with and without layer normalisation)."""
 import pytest
 import torch
 
+# the test file's folder is on sys.path (pytest's rootdir-less "prepend" import mode)
+from test_energies import relu_twins
+
 from ebrl import StateActionEnergy
 from ebrl.energies import PessimisticEnergy, stackable
 
 
-def twins(hidden=(16, 16), layer_norm=True, seed=0):
-    torch.manual_seed(seed)
-    members = [StateActionEnergy(5, 3, hidden, "relu", layer_norm=layer_norm) for _ in range(2)]
-    with torch.no_grad():  # gains and biases away from their (1, 0) start, so that they count
-        for m in members:
-            for mod in m.modules():
-                if isinstance(mod, torch.nn.LayerNorm):
-                    mod.weight.uniform_(0.5, 1.5)
-                    mod.bias.uniform_(-0.3, 0.3)
-    return members
-
-
 def test_layer_norm_normalises_every_hidden_pre_activation():
-    energy = twins((8, 8))[0]
+    energy = relu_twins((8, 8), layer_norm=True)[0]
     norms = [m for m in energy.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert len(norms) == 2 and energy.layer_norm
     plain = StateActionEnergy(5, 3, (8, 8), "relu")
@@ -34,7 +25,8 @@ def test_layer_norm_normalises_every_hidden_pre_activation():
 
 
 def test_only_members_of_one_design_stack():
-    assert stackable(twins()) and not stackable([twins()[0], twins(layer_norm=False)[0]])
+    twins = relu_twins((16, 16), layer_norm=True)
+    assert stackable(twins) and not stackable([twins[0], relu_twins((16, 16))[0]])
 
 
 def test_fused_act_takes_layer_normalised_critics_and_draws_the_same_policy():
@@ -48,7 +40,7 @@ def test_fused_act_takes_layer_normalised_critics_and_draws_the_same_policy():
     from ebrl.proposals import TanhGaussianProposal
     from ebrl.samplers import MALA
 
-    members = twins((32, 32))
+    members = relu_twins((32, 32), layer_norm=True)
     with torch.no_grad():  # a peaked exp(-E/alpha), far from uniform
         for m in members:
             m.trunk[-1].weight.mul_(5.0)
