@@ -104,6 +104,20 @@ def stacked_energy(w: Stacked, act: nn.Module, feats: Tensor, actions: Tensor, n
     return h.reshape(h.shape[0], -1)
 
 
+def hidden_layers(w: Stacked) -> tuple[list[tuple[Tensor, Tensor]], list[Norm | None]]:
+    """The trunk's Linear layers (the head last) and, per hidden layer, its normalisation or None:
+    hidden layer 0 is the split first layer (``in_norm``), hidden layer k > 0 starts at linear k - 1."""
+    linears: list[tuple[Tensor, Tensor]] = []
+    norms: list[Norm | None] = [w.in_norm]
+    for layer in w.trunk:
+        if isinstance(layer, Norm):
+            norms[-1] = layer
+        elif isinstance(layer, tuple):
+            linears.append(layer)
+            norms.append(None)
+    return linears, norms[:-1]  # the head's output is not normalised
+
+
 def closed_form_gradient(act: nn.Module, trunk: Sequence[object]) -> bool:
     """Whether :func:`stacked_max_energy_and_grad` applies: ReLU activations only (their derivative
     is the mask of positive inputs; a smooth activation would need its own derivative), with or
@@ -123,9 +137,7 @@ def stacked_max_energy_and_grad(
     backward (:func:`layer_norm_backward`); the max takes the gradient of the member that attains it
     (as autograd's ``max`` does).
     """
-    linears = [layer for layer in w.trunk if isinstance(layer, tuple) and not isinstance(layer, Norm)]
-    norms = [w.in_norm, *(layer for layer in w.trunk if isinstance(layer, Norm))]
-    norms += [None] * (len(linears) - len(norms))  # no normalisation: None for every hidden layer
+    linears, norms = hidden_layers(w)
     h = _first_layer(w, feats, actions, n_chain)
     saved = []  # per hidden layer: (relu mask, x_hat and 1/std of its normalisation or None)
     for k, norm in enumerate(norms):

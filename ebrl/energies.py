@@ -33,6 +33,14 @@ def _linear(n_in: int, n_out: int, spectral_norm: bool) -> nn.Module:
     return layer
 
 
+def check_layer_norm(name: str, layer_norm: object) -> bool | str:
+    """``layer_norm`` of :class:`StateActionEnergy` (True, False or ``"last"``), or a TypeError naming
+    ``name``."""
+    if not (isinstance(layer_norm, bool) or layer_norm == "last"):
+        raise TypeError(f"{name} must be True, False or 'last', got {layer_norm!r}")
+    return layer_norm  # type: ignore[return-value]
+
+
 def _check_hidden(hidden_sizes: Sequence[int]) -> tuple[int, ...]:
     if isinstance(hidden_sizes, int | str) or not isinstance(hidden_sizes, Sequence):
         raise TypeError(f"hidden_sizes must be a sequence of ints, got {hidden_sizes!r}")
@@ -151,9 +159,11 @@ class StateActionEnergy(Energy):
         hidden_sizes: widths of the hidden layers (at least one).
         activation: one of ``ACTIVATIONS`` (SiLU default: smooth gradients for Langevin).
         spectral_norm: wrap every linear layer in spectral normalisation.
-        layer_norm: layer normalisation (with its affine gain and bias) of every hidden layer's
-            pre-activation, Linear -> LayerNorm -> activation: the critic design of Ball et al.
+        layer_norm: layer normalisation (with its affine gain and bias) of the hidden layers'
+            pre-activations, Linear -> LayerNorm -> activation: the critic design of Ball et al.
             2023 (RLPD) and Lee et al. 2024 (SimBa), which bounds the features' scale as Q grows.
+            ``True`` normalises every hidden layer, ``"last"`` only the last one (the features the
+            linear head reads; about half the cost), ``False`` none.
 
     Shapes: ``states`` is ``S + (obs_dim,)`` and ``actions`` is ``S + C + (act_dim,)``; the state
     is broadcast over the extra chain dimensions C, e.g. states ``(batch, obs)`` with actions
@@ -167,18 +177,19 @@ class StateActionEnergy(Energy):
         hidden_sizes: Sequence[int] = (256, 256),
         activation: str = "silu",
         spectral_norm: bool = False,
-        layer_norm: bool = False,
+        layer_norm: bool | str = False,
     ) -> None:
         super().__init__()
-        if not isinstance(layer_norm, bool):
-            raise TypeError(f"layer_norm must be a bool, got {layer_norm!r}")
-        self.layer_norm = layer_norm
+        self.layer_norm = check_layer_norm("layer_norm", layer_norm)
         self.obs_dim = self.context_dim = check_int("obs_dim", obs_dim, minimum=1)
         self.act_dim = self.x_dim = check_int("act_dim", act_dim, minimum=1)
         hidden = _check_hidden(hidden_sizes)
         if not hidden:
             raise ValueError("hidden_sizes must have at least one layer for StateActionEnergy, got ()")
         act = ACTIVATIONS[check_choice("activation", activation, list(ACTIVATIONS))]
+        # which hidden layers are normalised: all, the last one, or none
+        normed = [layer_norm is True or (layer_norm == "last" and i == len(hidden) - 1)
+                  for i in range(len(hidden))]
         self.state_in = _linear(self.obs_dim, hidden[0], spectral_norm)
         # Bias lives in state_in only: the sum W_s s + b + W_a a is one linear layer on (s, a).
         self.action_in = nn.Linear(self.act_dim, hidden[0], bias=False)
@@ -186,11 +197,11 @@ class StateActionEnergy(Energy):
             self.action_in = nn.utils.parametrizations.spectral_norm(self.action_in)
         self.act = act()
         # Identity without layer_norm: no parameters, so earlier state dicts still load.
-        self.in_norm: nn.Module = nn.LayerNorm(hidden[0]) if layer_norm else nn.Identity()
+        self.in_norm: nn.Module = nn.LayerNorm(hidden[0]) if normed[0] else nn.Identity()
         layers: list[nn.Module] = []
         n_in = hidden[0]
-        for h in hidden[1:]:
-            layers += [_linear(n_in, h, spectral_norm), *([nn.LayerNorm(h)] if layer_norm else []), act()]
+        for h, norm in zip(hidden[1:], normed[1:], strict=True):
+            layers += [_linear(n_in, h, spectral_norm), *([nn.LayerNorm(h)] if norm else []), act()]
             n_in = h
         layers.append(_linear(n_in, 1, spectral_norm))
         self.trunk = nn.Sequential(*layers)

@@ -94,7 +94,7 @@ def relu_twins(hidden, layer_norm=False):
     return members
 
 
-@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("layer_norm", [False, True, "last"])
 def test_ensemble_energy_matches_the_members_and_their_gradients(layer_norm):
     from ebrl.energies import ensemble_energy, stackable
 
@@ -131,7 +131,7 @@ def test_pessimistic_energy_is_the_twin_minimum_in_forward_and_condition():
         PessimisticEnergy([])
 
 
-@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("layer_norm", [False, True, "last"])
 @pytest.mark.parametrize("hidden", [(16,), (16, 16), (8, 8, 8)])
 def test_closed_form_gradient_of_relu_twins_equals_autograd(hidden, layer_norm) -> None:
     """The samplers' E and dE/da for ReLU twin critics (with or without layer normalisation) come

@@ -20,8 +20,17 @@ def test_layer_norm_normalises_every_hidden_pre_activation():
     # without the option: the parameter names of every earlier version (old state dicts load)
     assert set(plain.state_dict()) == {"state_in.weight", "state_in.bias", "action_in.weight",
                                        "trunk.0.weight", "trunk.0.bias", "trunk.2.weight", "trunk.2.bias"}
-    with pytest.raises(TypeError, match="layer_norm"):
+    with pytest.raises(TypeError, match="layer_norm must be True, False or 'last', got 'yes'"):
         StateActionEnergy(5, 3, (8,), layer_norm="yes")
+
+
+@pytest.mark.parametrize(("hidden", "normalised"), [((8,), [8]), ((8, 6), [6]), ((8, 6, 4), [4])])
+def test_last_normalises_only_the_last_hidden_layer(hidden, normalised):
+    energy = StateActionEnergy(5, 3, hidden, "relu", layer_norm="last")
+    norms = [m.normalized_shape[0] for m in energy.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms == normalised
+    # ... Linear -> LayerNorm -> ReLU -> head: the head reads normalised features
+    assert isinstance(energy.trunk[-3] if len(hidden) > 1 else energy.in_norm, torch.nn.LayerNorm)
 
 
 def test_only_members_of_one_design_stack():
@@ -77,5 +86,8 @@ def test_sql_policy_builds_layer_normalised_critics_and_refuses_a_non_bool(tmp_p
     assert all(c.layer_norm for c in critics)
     assert model.policy.proposal is not None and not any(
         isinstance(m, torch.nn.LayerNorm) for m in model.policy.proposal.modules())  # critics only
+    last = SQL("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": (16, 16), "critic_layer_norm": "last"})
+    assert all(c.layer_norm == "last" and isinstance(c.trunk[1], torch.nn.LayerNorm)
+               and isinstance(c.in_norm, torch.nn.Identity) for c in last.policy.critics)
     with pytest.raises(TypeError, match="critic_layer_norm"):
         SQL("MlpPolicy", env, policy_kwargs={"critic_layer_norm": "yes"})
