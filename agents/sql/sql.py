@@ -22,6 +22,7 @@ q_phi = pi and M = 1 the target is SAC's Q - alpha log pi. Without a proposal
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -52,6 +53,13 @@ from ebrl.validation import check_choice, check_int, check_positive_float
 
 SelfSQL = TypeVar("SelfSQL", bound="SQL")
 PROPOSAL_LOSSES = ("reverse", "forward")
+
+
+def _critic_layer_norm_default(policy_class: type) -> Any:
+    """``critic_layer_norm``'s default in the policy class's constructor (SQLPolicy's where the
+    class takes it through ``**kwargs``)."""
+    own = inspect.signature(policy_class.__init__).parameters.get("critic_layer_norm")
+    return (own or inspect.signature(SQLPolicy.__init__).parameters["critic_layer_norm"]).default
 
 
 def check_proposal_use(estimator: str, loss: str, policy_kwargs: dict[str, Any] | None) -> None:
@@ -190,11 +198,17 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         self.proposal_update_interval, self.max_divergences = proposal_update_interval, max_divergences
         self._alpha_init, self._alpha_auto = alpha_init, alpha_auto
         self.alpha_optimizer: torch.optim.Optimizer | None = None
+        # The critics' design is saved with the model, so a later change of its default cannot
+        # rebuild a saved model's critics differently (SB3 saves policy_kwargs as given).
+        self.policy_kwargs = {"critic_layer_norm": _critic_layer_norm_default(self.policy_class),
+                              **self.policy_kwargs}
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        self.policy_kwargs = {**self.policy_kwargs, "temperature": self._alpha_init}
+        # A file without the key was saved before it was pinned, when every default had no norm.
+        self.policy_kwargs = {"critic_layer_norm": False, **self.policy_kwargs,
+                              "temperature": self._alpha_init}
         super()._setup_model()
         self._create_aliases()
         self.target_entropy = resolve_target_entropy(self.target_entropy, self.action_space)

@@ -124,3 +124,28 @@ def test_replay_buffer_save_load(name: str, tmp_path) -> None:
     assert fresh.replay_buffer.size() == size
     np.testing.assert_array_equal(fresh.replay_buffer.observations[:size], observations_before)
     fresh.learn(50, reset_num_timesteps=False)
+
+
+def test_sql_saves_its_critic_design_and_loads_files_saved_without_it(tmp_path) -> None:
+    """The critics' layer normalisation is saved with every SQL model (SB3 saves policy_kwargs as
+    given, so a later change of the default would rebuild a saved model's critics differently); a
+    file saved before that (no ``critic_layer_norm`` key) had critics without it and loads as such."""
+    import inspect
+
+    import gymnasium as gym
+
+    env = gym.make("Pendulum-v1")
+    user_kwargs = {"net_arch": (16, 16)}
+    model = SQL("MlpPolicy", env, seed=0, policy_kwargs=user_kwargs)
+    default = inspect.signature(SQLPolicy.__init__).parameters["critic_layer_norm"].default
+    assert model.policy.critic_layer_norm == model.policy_kwargs["critic_layer_norm"] == default
+    assert "critic_layer_norm" not in user_kwargs  # the user's dict is not changed
+    old = SQL("MlpPolicy", env, seed=0, policy_kwargs={"net_arch": (16, 16), "critic_layer_norm": False})
+    obs = observations(old)
+    before = old.predict(obs, deterministic=True)[0]
+    del old.policy_kwargs["critic_layer_norm"]  # the policy_kwargs an earlier version saved
+    old.save(tmp_path / "old.zip")
+    loaded = SQL.load(tmp_path / "old.zip", env=env)
+    assert loaded.policy.critic_layer_norm is False
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in loaded.policy.critics.modules())
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], before)
