@@ -116,9 +116,9 @@ class SQLPolicy(SoftQPolicy):
             stalled on a MuJoCo task where ReLU ones learned (issue 11's measurements).
         n_critics: number of critics (2: the twin-Q minimum of Fujimoto et al. 2018).
         critic_layer_norm: layer normalisation of the critics' hidden pre-activations (Ball et al.
-            2023): ``True`` every hidden layer, ``"last"`` the last one only, ``False`` none
-            (:class:`ebrl.energies.StateActionEnergy`). Off by default: ``True`` cost 17-25 % more
-            CPU time per env step on HalfCheetah-v5 (experiments/results/sql_profile.md).
+            2023): ``True`` every hidden layer, ``"last"`` (the default, with SQL's reward_scale 0.1;
+            experiments/results/sql_tuning.md) the last one only, ``False`` none
+            (:class:`ebrl.energies.StateActionEnergy`). ``True`` cost 17-25 % more CPU per env step.
         policy_energy: the energy the Boltzmann policy samples and the proposal is fitted to:
             ``"min"`` (E = -min_i Q_i, :class:`ebrl.energies.PessimisticEnergy`: the function
             whose log-partition is the soft value of the target) or ``"first"`` (E = -Q_1).
@@ -178,7 +178,7 @@ class SQLPolicy(SoftQPolicy):
         net_arch: Sequence[int] = (256, 256),
         activation: str = "relu",
         n_critics: int = 2,
-        critic_layer_norm: bool | str = False,
+        critic_layer_norm: bool | str = "last",
         policy_energy: str = "min",
         sampler: str = "mala",
         search_steps: int = 3,

@@ -99,8 +99,11 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         target_entropy: entropy aimed for with a learned alpha, in nats: ``"auto_<c>"`` is -c dim(A),
             ``"auto"`` SAC's -dim(A). The default ``"auto_0.5"`` (a warmer policy than SAC's target)
             was chosen on the tuning set (experiments/results/sql_tuning.md).
-        reward_scale: multiplies rewards in the target (the paper's reward scale; equivalent to
-            dividing alpha by it).
+        reward_scale: multiplies rewards in the target (the paper's reward scale; with a fixed
+            alpha, equivalent to dividing alpha by it; a learned alpha absorbs it). The default 0.1,
+            with the critics' layer-normalised last hidden layer (a head that reads features of
+            fixed scale reaches a large |Q| slowly), was chosen on the tuning set
+            (experiments/results/sql_tuning.md, candidate J).
         n_particles: M, importance-sampling particles per next state for the soft value. 2 (from
             4): the target over B x M rows was SQL's largest cost beyond SAC's, and M = 2 learned
             as well on both tuning tasks (experiments/results/sql_tuning.md).
@@ -150,7 +153,7 @@ class SQL(CheckedLoadMixin, DivergenceGuardMixin, OffPolicyAlgorithm):
         n_steps: int = 1,
         alpha: float | str = "auto",
         target_entropy: float | str = "auto_0.5",
-        reward_scale: float = 1.0,
+        reward_scale: float = 0.1,
         n_particles: int = 2,
         value_estimator: str = "proposal",
         proposal_loss: str = "reverse",
