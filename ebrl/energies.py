@@ -36,7 +36,7 @@ def _linear(n_in: int, n_out: int, spectral_norm: bool) -> nn.Module:
 def check_layer_norm(name: str, layer_norm: object) -> bool | str:
     """``layer_norm`` of :class:`StateActionEnergy` (True, False or ``"last"``), or a TypeError naming
     ``name``."""
-    if not (isinstance(layer_norm, bool) or layer_norm == "last"):
+    if not (isinstance(layer_norm, bool) or (isinstance(layer_norm, str) and layer_norm == "last")):
         raise TypeError(f"{name} must be True, False or 'last', got {layer_norm!r}")
     return layer_norm  # type: ignore[return-value]
 
