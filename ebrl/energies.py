@@ -38,7 +38,7 @@ def check_layer_norm(name: str, layer_norm: object) -> bool | str:
     ``name``."""
     if not (isinstance(layer_norm, bool) or (isinstance(layer_norm, str) and layer_norm == "last")):
         raise TypeError(f"{name} must be True, False or 'last', got {layer_norm!r}")
-    return layer_norm  # type: ignore[return-value]
+    return layer_norm if isinstance(layer_norm, bool) else "last"
 
 
 def _check_hidden(hidden_sizes: Sequence[int]) -> tuple[int, ...]:
