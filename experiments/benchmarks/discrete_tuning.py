@@ -106,7 +106,8 @@ def role(seed: int) -> str:
 ROUNDS = (("second", ("munchausen", "munchausen_lin", "munchausen_b256"), False),
           ("third", ("munchausen", "munchausen_lr1e-3"), True),
           ("fourth", ("munchausen", "munchausen_avg0.99", "munchausen_avg0.999"), True),
-          ("fifth", ("munchausen", "munchausen_auto0.1", "munchausen_auto0.2"), True))
+          ("fifth", ("munchausen", "munchausen_auto0.1", "munchausen_auto0.2"), True),
+          ("sixth", ("munchausen", "munchausen_tui1024", "munchausen_tui4096"), True))
 
 
 def last_half(rs: list[dict[str, Any]]) -> list[float]:
@@ -190,6 +191,19 @@ def report() -> str:
              "of the last half); if one does, it is run once on the reported seeds (CartPole-v1 0-4, "
              "Acrobot-v1 0-2, the same arguments) and reported, whatever it gives.", "",
              round_outcome(groups, *ROUNDS[3]), "",
+             "Sixth round (rule written 2026-12-08 00:00 UTC, before any run of its candidates): with "
+             "zoo's `train_freq=256, gradient_steps=128` and a target refreshed every 10 env steps, the "
+             "target is the online network of the previous burst, so every burst is one fitted-Q "
+             "iteration of 128 Adam steps (learning rate 2.3e-3) against a target one burst old; the "
+             "fourth round slowed the *acting* weights and did not help, so these candidates slow the "
+             "*target* instead (DQN's own remedy, Mnih et al. 2015): `munchausen_tui1024` (target "
+             "refreshed every 4 bursts, 512 gradient steps) and `munchausen_tui4096` (every 16 bursts), "
+             "on tuning seeds 10-19. The one with the most tuning finals >= 475 replaces `munchausen` "
+             "only if it has more than `munchausen`'s 9 (ties keep `munchausen`; between the two "
+             "candidates, the higher mean of the last half); if one does, it is run once on the "
+             "reported seeds (CartPole-v1 0-4, Acrobot-v1 0-2, the same arguments) and reported, "
+             "whatever it gives.", "",
+             round_outcome(groups, *ROUNDS[4]), "",
              "| env | split | algo | settings | seeds | final per seed | mean final | mean of the last half "
              "| worst of the last half |",
              "|---|---|---|---|---|---|---|---|---|"]
