@@ -810,15 +810,16 @@ NOTES = [
     "",
     "RL, the energy quantile (2026-12-03): P_π(E(s, a') < E(s, a)) is uniform on [0, 1] for the policy's "
     "own draws at every state, so it also removes each state's spread, which -log π keeps (log Z); it was "
-    "declared the perturbed-action head before this run, on that argument alone. It does not help: "
-    "0.580 for deployed actions and 0.763 for the policy's own draws, against -log π's 0.587 and 0.778. "
-    "Two likely reasons, neither measured here: deployed actions need not sit at the critic's energy "
-    "minimum (the deterministic act is a short noise-free search from the proposal's mode), and Pendulum's "
-    "actions often sit at the box edge, where the clipped perturbation leaves them unchanged. In this run "
-    "the replay density separates deployed from perturbed actions at 0.837 (lowest seed 0.819), above "
-    "the 0.8 target; the same head gave 0.671 (lowest 0.614) "
-    "on the agents of the previous run of this section (2026-12-02 code, before the n_particles, "
-    "compiled-act and MALA changes), so the figure depends on the agent as much as on the head. The "
+    "declared the perturbed-action head before its first run, on that argument alone. It does not "
+    "help: in the run of that day 0.580 for deployed actions and 0.763 for the policy's own draws, "
+    "against -log π's 0.587 and 0.778; in this run 0.611 and 0.684 against 0.615 and 0.695. Two likely "
+    "reasons, neither measured here: deployed actions need not sit at the critic's energy minimum (the "
+    "deterministic act is the Boltzmann policy's mean), and Pendulum's actions often sit at the box edge, "
+    "where the clipped perturbation leaves them unchanged. The replay density's figure for deployed "
+    "against perturbed actions moves with the agent more than with the head: 0.671 (lowest seed 0.614) "
+    "on the agents of 2026-12-02's code, 0.837 (lowest 0.819) on 2026-12-03's, and in this run "
+    "(2026-12-08, the defaults of the thirteenth session: rewards scaled by 0.1, layer-normalised last "
+    "critic layer, learning rate 1e-3, the mean act) 0.720 (lowest 0.685), below the 0.8 target. The "
     "agents here are SQL with learning_starts=200 and otherwise the defaults of the code they ran on.",
 ]
 
