@@ -200,7 +200,8 @@ NOTES = """Notes:
 - SQL on Pendulum runs its frozen defaults (nothing passed: 10 000 uniform random steps before
   learning, a learned proposal starts the chains by SIR, 3 MALA steps on -min(Q1, Q2), M = 2
   importance particles, alpha = "auto" aimed at -0.5 nats per action dimension,
-  target_entropy="auto_0.5", learning rate 1e-3 where SAC's is 3e-4); how they were chosen:
+  target_entropy="auto_0.5", learning rate 1e-3 where SAC's is 3e-4, rewards scaled by 0.1 in
+  the target and a layer-normalised last hidden layer in both critics); how they were chosen:
   experiments/results/sql_tuning.md.
   Where the time goes: experiments/results/sql_profile.md. Networks are the same size (2 x 256)
   for both. SAC here uses SB3's defaults (learning from step 100), so SQL's whole-run steps/s
