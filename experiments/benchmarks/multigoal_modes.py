@@ -152,7 +152,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(summary: list[dict[str, Any]], command: str, rows: list[dict[str, Any]]) -> str:
+def markdown(summary: list[dict[str, Any]], command: str, rows: list[dict[str, Any]],
+             image: str = "multigoal_modes.png") -> str:
     lines = [
         "# Modes covered: soft Q-learning vs SAC",
         "",
@@ -190,11 +191,12 @@ def markdown(summary: list[dict[str, Any]], command: str, rows: list[dict[str, A
         lines += [f"| {r['env_id']} | {r['seed']} | {r['start_negative_exact']:.3f} | "
                   f"{r['start_negative_act']:.3f} | {', '.join(f'{f:.2f}' for f in r['goal_fractions'])} | "
                   f"{r['goal_entropy']:.3f} |" for r in diag]
-    lines += ["", "![modes](multigoal_modes.png)", ""]
+    lines += ["", f"![modes]({image})", ""]
     return "\n".join(lines)
 
 
-def figure(examples: dict[tuple[str, str], EvalResult], summary: list[dict[str, Any]], out: Path) -> None:
+def figure(examples: dict[tuple[str, str], EvalResult], summary: list[dict[str, Any]], out: Path,
+           example_seed: int = 0) -> None:
     tasks = list(dict.fromkeys(e for e, _ in examples))
     algos = list(dict.fromkeys(a for _, a in examples))
     fig, axes = plt.subplots(len(tasks), len(algos) + 1, figsize=(4.2 * (len(algos) + 1), 4 * len(tasks)),
@@ -206,7 +208,8 @@ def figure(examples: dict[tuple[str, str], EvalResult], summary: list[dict[str, 
             for path, g in zip(res.paths, res.goal_index, strict=True):
                 ax.plot(path[:, 0], path[:, 1], lw=0.7, alpha=0.5, color=f"C{g}" if g >= 0 else "k")
             s = res.summary()
-            ax.set_title(f"{algo.upper()} on {env_id} (seed 0)\nsuccess {s['success_rate']:.2f}, "
+            ax.set_title(f"{algo.upper()} on {env_id} (seed {example_seed})\n"
+                         f"success {s['success_rate']:.2f}, "
                          f"entropy {s['goal_entropy']:.2f}/{s['goal_entropy_max']:.2f}", fontsize=9)
         ax = axes[i, -1]
         sel = [a for a in summary if a["env_id"] == env_id]
@@ -272,9 +275,9 @@ def main() -> None:
             "threads": 1, "log4": math.log(4), "log2": math.log(2)}
     data = {"meta": meta, "summary": summary, "runs": rows}
     out.with_suffix(".json").write_text(json.dumps(data, indent=2))
-    out.with_suffix(".md").write_text(markdown(summary, command, rows))
-    figure(examples, summary, out.with_suffix(".png"))
-    print(markdown(summary, command, rows))
+    out.with_suffix(".md").write_text(markdown(summary, command, rows, out.with_suffix(".png").name))
+    figure(examples, summary, out.with_suffix(".png"), example_seed=args.seeds[0])
+    print(markdown(summary, command, rows, out.with_suffix(".png").name))
 
 
 if __name__ == "__main__":
