@@ -275,9 +275,10 @@ def main() -> None:
             "threads": 1, "log4": math.log(4), "log2": math.log(2)}
     data = {"meta": meta, "summary": summary, "runs": rows}
     out.with_suffix(".json").write_text(json.dumps(data, indent=2))
-    out.with_suffix(".md").write_text(markdown(summary, command, rows, out.with_suffix(".png").name))
+    md = markdown(summary, command, rows, out.with_suffix(".png").name)
+    out.with_suffix(".md").write_text(md)
     figure(examples, summary, out.with_suffix(".png"), example_seed=args.seeds[0])
-    print(markdown(summary, command, rows, out.with_suffix(".png").name))
+    print(md)
 
 
 if __name__ == "__main__":
